@@ -1,0 +1,134 @@
+"""An OpenID Connect provider whose strength is multi-factor authentication."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+
+from .settings import ConfigError, Settings, load_settings
+
+BASE_DIR = Path(os.environ.get("OIDC_PROVIDER_HOME", Path.cwd()))
+
+
+@dataclass
+class Provider:
+    """The provider's services, built once per app; views reach them through `current_op()`."""
+
+    settings: Settings
+    base_dir: Path
+    store: object
+    keyring: object
+    secret: object
+    clients: object
+    tokens: object
+    sessions: object
+    factors: object
+    server: object = None
+
+
+def resolve_path(base_dir: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path
+
+
+def database_uri(settings: Settings, base_dir: Path) -> str:
+    uri = settings.database_url
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = resolve_path(base_dir, uri.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{path}"
+    if uri.startswith("postgresql://"):
+        uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+    return uri
+
+
+def create_app(config_path: str | os.PathLike | None = None, overrides: dict | None = None, base_dir=None) -> Flask:
+    """Build the app; nothing happens at import time (Flask's application factory)."""
+    from .authn.factors import build_registry
+    from .authn.session import SessionService
+    from .errors import register_error_handlers
+    from .extensions import csrf, db
+    from .oauth.keys import KeyRing, MasterSecret
+    from .oauth.server import create_authorization_server
+    from .oauth.tokens import TokenService
+    from .settings.clients import ClientRegistry
+    from .store import create_store
+
+    base_dir = Path(base_dir or BASE_DIR)
+    if config_path is None:
+        config_path = os.environ.get("OIDC_PROVIDER_CONFIG") or base_dir / "config" / "provider.yaml"
+        if not Path(config_path).exists():
+            config_path = None
+    settings = load_settings(config_path, overrides)
+    keys_dir = resolve_path(base_dir, settings.keys_dir)
+    secret = MasterSecret.load(keys_dir)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret.derive("flask-session"),
+        SQLALCHEMY_DATABASE_URI=database_uri(settings, base_dir),
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_FORM_PARTS=100,
+        SESSION_COOKIE_NAME="op_csrf",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.issuer_url.startswith("https://"),
+        WTF_CSRF_TIME_LIMIT=None,  # bound to the browser's session cookie instead
+        OP_SETTINGS=settings,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    db.init_app(app)
+    csrf.init_app(app)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    store = create_store(settings, engine)
+    app.extensions["op.store"] = store
+    keyring = KeyRing(keys_dir)
+    op = Provider(
+        settings=settings,
+        base_dir=base_dir,
+        store=store,
+        keyring=keyring,
+        secret=secret,
+        clients=ClientRegistry(resolve_path(base_dir, settings.clients_file), secret.derive("client-secret")),
+        tokens=TokenService(settings, keyring, store),
+        sessions=SessionService(store, settings.lifetimes.session),
+        factors=build_registry(app),
+    )
+    app.extensions["op"] = op
+    op.server = create_authorization_server(app, op)
+
+    from .oauth.endpoints import bp as oidc_bp
+    from .views.interaction import bp as interaction_bp
+
+    app.register_blueprint(oidc_bp)
+    app.register_blueprint(interaction_bp)
+    csrf.exempt(oidc_bp)  # protocol endpoints authenticate clients, not browser forms
+    register_error_handlers(app)
+    return app
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    """WAL lets readers go on while one writer writes; waits instead of 'database is locked'."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _engine_options(settings: Settings) -> dict:
+    if settings.database_url.startswith("sqlite"):
+        # Writers wait for each other instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+
+__all__ = ["ConfigError", "Provider", "create_app"]

@@ -1,0 +1,56 @@
+"""Authentication factors: one module each, behind one small interface.
+
+A factor names the `amr` value it contributes and the *flow* it belongs to. Two
+factors of the same flow never add up to multi-factor authentication (an email link
+and an email OTP are one flow), so the orchestration counts distinct flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of a factor's check; `reason` is for logs only, never shown to the user."""
+
+    ok: bool
+    reason: str = ""
+
+
+class Factor(Protocol):
+    id: str  # stable name used in URLs, config and audit ("password", "email-otp", ...)
+    amr: str  # RFC 8176 / Transmit method reference it contributes to the ID token
+    flow: str  # delivery channel or kind; distinct flows make MFA
+
+    def available_for(self, user) -> bool:
+        """Whether this user can use the factor now (enrolled, verified contact point...)."""
+
+    def begin(self, user, context: dict[str, Any]) -> dict[str, Any]:
+        """Start a challenge (send a code...); returns what the page needs to show."""
+
+    def verify(self, user, response: dict[str, Any], context: dict[str, Any]) -> Verification:
+        """Check the user's answer. Implementations count the attempt before comparing."""
+
+
+class FactorRegistry:
+    """The enabled factors by id, built once from settings."""
+
+    def __init__(self, factors: list[Factor]):
+        self._factors = {factor.id: factor for factor in factors}
+
+    def get(self, factor_id: str) -> Factor | None:
+        return self._factors.get(factor_id)
+
+    def __iter__(self):
+        return iter(self._factors.values())
+
+    def available_for(self, user) -> list[Factor]:
+        return [factor for factor in self._factors.values() if factor.available_for(user)]
+
+
+def build_registry(app) -> FactorRegistry:
+    from .password import PasswordFactor
+
+    return FactorRegistry([PasswordFactor(app.extensions["op.store"], app.config["OP_SETTINGS"])])

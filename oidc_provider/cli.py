@@ -1,0 +1,365 @@
+"""The `oidc-provider` command: run, database, users, clients, keys, demo."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from . import BASE_DIR, create_app, resolve_path
+from .settings import ConfigError, load_settings
+
+
+def _config_path() -> Path | None:
+    path = Path(os.environ.get("OIDC_PROVIDER_CONFIG") or BASE_DIR / "config" / "provider.yaml")
+    return path if path.exists() else None
+
+
+def _settings():
+    try:
+        return load_settings(_config_path())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _app():
+    from .oauth.keys import KeysNotReady
+
+    try:
+        return create_app(_config_path())
+    except (ConfigError, KeysNotReady) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main():
+    """OpenID Connect provider with multi-factor authentication."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def run(host, port):
+    """Serve the provider (development server)."""
+    app = _app()
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+# -- database ---------------------------------------------------------------------------
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+def upgrade_database(app) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from .extensions import db as sqla
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with app.app_context(), sqla.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Create or migrate the schema to the latest version."""
+    upgrade_database(_app())
+    click.echo("database is up to date")
+
+
+# -- users ------------------------------------------------------------------------------
+
+@main.group()
+def users():
+    """Manage user accounts."""
+
+
+def _read_password(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass(prompt)
+    if getpass.getpass("Repeat: ") != first:
+        raise click.ClickException("the passwords differ")
+    return first
+
+
+def create_user(username, password, email=None, phone=None, name=None, email_verified=False,
+                phone_verified=False):
+    from .authn.factors.password import hash_password
+    from .extensions import db as sqla
+    from .models import User, record_audit
+
+    user = User(
+        username=username, email=email.lower() if email else None, name=name, phone_number=phone,
+        email_verified=email_verified, phone_number_verified=phone_verified,
+        password_hash=hash_password(password) if password else None, groups=[], attributes={},
+    )
+    sqla.session.add(user)
+    sqla.session.commit()
+    record_audit("user.created", user_id=user.id, actor="cli")
+    return user
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--email")
+@click.option("--phone", help="E.164, e.g. +14155550100")
+@click.option("--name")
+@click.option("--email-verified", is_flag=True, help="mark the email address as verified")
+@click.option("--phone-verified", is_flag=True, help="mark the phone number as verified")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+def users_add(username, email, phone, name, email_verified, phone_verified, password_stdin):
+    """Create a user; asks for the password (or reads it from stdin)."""
+    from .extensions import db as sqla
+    from .models import User
+
+    app = _app()
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else _read_password("Password: ")
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    with app.app_context():
+        taken = sqla.session.execute(sqla.select(User).filter_by(username=username)).scalar_one_or_none()
+        if taken:
+            raise click.ClickException(f"user {username!r} exists")
+        user = create_user(username, password, email, phone, name, email_verified, phone_verified)
+        click.echo(f"created {user.username} (sub {user.id})")
+
+
+@users.command("list")
+def users_list():
+    """List users."""
+    from .extensions import db as sqla
+    from .models import User
+
+    app = _app()
+    with app.app_context():
+        rows = sqla.session.execute(sqla.select(User).order_by(User.username)).scalars()
+        click.echo(f"{'USERNAME':20} {'EMAIL':30} {'PHONE':16} SUB")
+        for user in rows:
+            email = (user.email or "-") + (" ✓" if user.email_verified else "")
+            phone = (user.phone_number or "-") + (" ✓" if user.phone_number_verified else "")
+            click.echo(f"{user.username:20} {email:30} {phone:16} {user.id}")
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True)
+def users_set_password(username, password_stdin):
+    """Set a user's password."""
+    from .authn.factors.password import hash_password
+    from .extensions import db as sqla
+    from .models import User, record_audit
+
+    app = _app()
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else _read_password("New password: ")
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    with app.app_context():
+        user = sqla.session.execute(sqla.select(User).filter_by(username=username)).scalar_one_or_none()
+        if user is None:
+            raise click.ClickException(f"no user {username!r}")
+        user.password_hash = hash_password(password)
+        sqla.session.commit()
+        record_audit("user.password_set", user_id=user.id, actor="cli")
+        click.echo(f"password of {username} changed")
+
+
+# -- clients ----------------------------------------------------------------------------
+
+@main.group()
+def clients():
+    """Relying parties in config/clients.yaml."""
+
+
+def _client_secret_key() -> bytes:
+    from .oauth.keys import KeysNotReady, MasterSecret
+
+    settings = _settings()
+    try:
+        return MasterSecret.load(resolve_path(BASE_DIR, settings.keys_dir)).derive("client-secret")
+    except KeysNotReady as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@clients.command("check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def clients_check(path):
+    """Validate the clients file; names the file, client and field of a problem."""
+    from .settings.clients import parse_clients
+
+    path = path or resolve_path(BASE_DIR, _settings().clients_file)
+    try:
+        found = parse_clients(path, _client_secret_key())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{path}: {len(found)} clients, all valid")
+
+
+@clients.command("secret")
+@click.argument("client_id")
+def clients_secret(client_id):
+    """Generate a client secret; prints it once and the hash to put in clients.yaml."""
+    from .settings.clients import generate_client_secret, hash_client_secret
+
+    secret = generate_client_secret()
+    click.echo(f"client_id:          {client_id}")
+    click.echo(f"client_secret:      {secret}   (give this to the client; it is not stored)")
+    click.echo(f"client_secret_hash: {hash_client_secret(secret, _client_secret_key())}")
+
+
+# -- keys -------------------------------------------------------------------------------
+
+@main.group()
+def keys():
+    """Signing keys and the master secret in keys/."""
+
+
+def _key_folder():
+    from .oauth.keys import KeyFolder
+
+    return KeyFolder(resolve_path(BASE_DIR, _settings().keys_dir))
+
+
+ALG_OPTION = click.option("--alg", type=click.Choice(["RS256", "ES256"]), multiple=True,
+                          help="limit to this algorithm (repeatable); default: all")
+
+
+@keys.command("generate")
+@ALG_OPTION
+def keys_generate(alg):
+    """Create the master secret and an active and a next key per algorithm, where missing."""
+    from .oauth.keys import ALGORITHMS
+
+    made = _key_folder().generate(tuple(alg) or ALGORITHMS)
+    for entry in made:
+        click.echo(f"generated {entry['kid']} ({entry['alg']}, {entry['state']})")
+    if not made:
+        click.echo("keys already present")
+
+
+@keys.command("rotate")
+@ALG_OPTION
+def keys_rotate(alg):
+    """Promote the next key, retire the active one (published until its tokens expire)."""
+    from .oauth.keys import ALGORITHMS, KeysNotReady
+
+    settings = _settings()
+    retire_after = settings.max_token_lifetime(_client_lifetimes(settings))
+    try:
+        entries = _key_folder().rotate(tuple(alg) or ALGORITHMS, retire_after)
+    except KeysNotReady as exc:
+        raise click.ClickException(str(exc)) from None
+    for entry in entries:
+        click.echo(f"{entry['kid']:32} {entry['alg']:6} {entry['state']}")
+
+
+def _client_lifetimes(settings) -> list[int]:
+    from .settings.clients import parse_clients
+
+    try:
+        found = parse_clients(resolve_path(BASE_DIR, settings.clients_file), b"")
+    except ConfigError:
+        return []
+    return [c.config.access_token_lifetime for c in found.values() if c.config.access_token_lifetime]
+
+
+@keys.command("list")
+def keys_list():
+    """Show the keys, their state and until when retired keys stay published."""
+    import time
+
+    entries = _key_folder().entries()
+    if not entries:
+        raise click.ClickException("no keys: run 'oidc-provider keys generate'")
+    click.echo(f"{'KID':32} {'ALG':6} {'STATE':8} PUBLISHED UNTIL")
+    for entry in entries:
+        until = entry.get("published_until")
+        shown = time.strftime("%Y-%m-%d %H:%M", time.gmtime(until)) if until else "-"
+        click.echo(f"{entry['kid']:32} {entry['alg']:6} {entry['state']:8} {shown}")
+
+
+# -- demo -------------------------------------------------------------------------------
+
+DEMO_CLIENTS = """\
+# Relying parties. Edit freely: the provider reloads this file without a restart and
+# keeps the last good version if an edit does not validate ('oidc-provider clients check').
+# Secrets are stored as keyed hashes: make one with 'oidc-provider clients secret ID'.
+clients:
+  # A confidential web application (server side, client_secret_basic).
+  - client_id: demo-web
+    client_name: Demo web app
+    token_endpoint_auth_method: client_secret_basic
+    client_secret_hash: "{secret_hash}"
+    redirect_uris: ["http://127.0.0.1:8080/callback", "http://localhost:8080/callback"]
+    post_logout_redirect_uris: ["http://127.0.0.1:8080/"]
+    grant_types: [authorization_code, refresh_token, client_credentials]
+    scopes: [openid, profile, email, phone, offline_access]
+    first_party: true
+
+  # A public mobile or single-page app: no secret, PKCE (S256) required.
+  - client_id: demo-mobile
+    client_name: Demo mobile app
+    token_endpoint_auth_method: none
+    redirect_uris: ["http://127.0.0.1:8080/mobile-callback", "com.example.demo:/callback"]
+    post_logout_redirect_uris: ["http://127.0.0.1:8080/"]
+    grant_types: [authorization_code, refresh_token]
+    scopes: [openid, profile, email, offline_access]
+    first_party: false
+"""
+DEMO_SECRET_FILE = "demo-client-secret"  # in keys/: git-ignored, mode 0600
+
+
+@main.command()
+def demo():
+    """Prepare the embedded default: keys, database, demo clients and user; print how to sign in."""
+    import base64
+    import hashlib
+
+    from .authn.factors.password import hash_password  # noqa: F401  (fails early if argon2 is missing)
+    from .extensions import db as sqla
+    from .models import User
+    from .oauth.keys import _write_private
+    from .settings.clients import generate_client_secret, hash_client_secret
+
+    settings = _settings()
+    folder = _key_folder()
+    folder.generate()
+    clients_file = resolve_path(BASE_DIR, settings.clients_file)
+    secret_file = folder.path / DEMO_SECRET_FILE
+    if not clients_file.exists():
+        secret = generate_client_secret()
+        clients_file.parent.mkdir(parents=True, exist_ok=True)
+        clients_file.write_text(DEMO_CLIENTS.format(secret_hash=hash_client_secret(secret, _client_secret_key())))
+        _write_private(secret_file, secret.encode())
+    secret = secret_file.read_text().strip() if secret_file.exists() else "(set by you: see config/clients.yaml)"
+    app = _app()
+    upgrade_database(app)
+    with app.app_context():
+        demo_user = sqla.session.execute(sqla.select(User).filter_by(username="demo")).scalar_one_or_none()
+        if demo_user is None:
+            create_user("demo", "demo-password", email="demo@example.com", phone="+15550100",
+                        name="Demo User", email_verified=True, phone_verified=True)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    issuer = settings.issuer_url
+    click.echo(f"""
+Provider:     {issuer}   (discovery: {issuer}/.well-known/openid-configuration)
+Demo user:    demo / demo-password
+Web client:   demo-web / {secret}
+Mobile app:   demo-mobile (public, PKCE)
+
+Sign in as the web client:
+  {issuer}/oidc/auth?client_id=demo-web&response_type=code&scope=openid%20profile%20email&redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Fcallback&state=demo&nonce=n-{secrets.token_hex(4)}
+
+Sign in as the mobile app (code_verifier={verifier}):
+  {issuer}/oidc/auth?client_id=demo-mobile&response_type=code&scope=openid%20profile&redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Fmobile-callback&state=demo&code_challenge={challenge}&code_challenge_method=S256
+""")

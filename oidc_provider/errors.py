@@ -1,0 +1,87 @@
+"""Two error families, each turned into a response in one place.
+
+Protocol endpoints answer in OAuth's JSON format; pages a person sees answer with a
+readable page. Nothing unexpected ever shows a traceback: the details go to the log
+with an id, and the answer is `server_error` with that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Paths whose clients are programs: they get JSON errors, never pages.
+API_PATHS = ("/oidc/token", "/oidc/revoke", "/oidc/introspect", "/oidc/userinfo", "/oidc/jwks", "/.well-known/")
+
+# User-facing messages, catalogued with stable ids (the interaction error family).
+MESSAGES = {
+    "login_failed": "The username or password is not right, or the account cannot sign in now.",
+    "interaction_expired": "This sign-in page has expired. Go back to the application and start again.",
+    "interaction_browser": "This sign-in was started in another browser. Start again from the application.",
+    "invalid_client": "The application that sent you here is not registered with this provider.",
+    "invalid_redirect_uri": "The application asked to send you to an address it has not registered.",
+    "invalid_request": "The request could not be understood.",
+    "logout_redirect": "The application asked to send you to an address it has not registered for logout.",
+    "invalid_id_token_hint": "The logout request carried a token this provider did not issue.",
+    "not_found": "There is nothing at this address.",
+    "method_not_allowed": "This address does not accept that kind of request.",
+    "server_error": "Something went wrong on our side. Please try again.",
+    "csrf": "This form has expired or was not sent by this site. Go back, reload and try again.",
+}
+
+
+def wants_json() -> bool:
+    return request.path.startswith(API_PATHS)
+
+
+def oauth_error(error: str, description: str, status: int = 400):
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_page(message_id: str, status: int = 400, detail: str | None = None):
+    return (
+        render_template("error.html", message=MESSAGES[message_id], message_id=message_id, detail=detail),
+        status,
+    )
+
+
+def register_error_handlers(app) -> None:
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc):
+        return error_page("csrf", 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        if status == 413:  # oversized body: a malformed request like any other
+            status, error, message_id = 400, "invalid_request", "invalid_request"
+            description = "The request body is too large."
+        elif status == 404:
+            error, message_id, description = "not_found", "not_found", "Not found."
+        elif status == 405:
+            error, message_id, description = "invalid_request", "method_not_allowed", "Method not allowed."
+        else:
+            error, message_id = "invalid_request", "invalid_request"
+            description = exc.description or "The request could not be understood."
+            status = status if 400 <= status < 500 else 400
+        if wants_json():
+            return oauth_error(error, description, status)
+        return error_page(message_id, status)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        incident = uuid.uuid4().hex[:12]
+        current_app.logger.exception("unexpected error, incident %s", incident)
+        if wants_json():
+            return oauth_error("server_error", f"Unexpected error (incident {incident}).", 500)
+        return error_page("server_error", 500, detail=f"Incident {incident}")

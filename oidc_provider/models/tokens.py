@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+
+
+class RefreshToken(db.Model):
+    """A refresh token, stored as a SHA-256 hash; rotation chains tokens into a family."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(36), index=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    resources: Mapped[list] = mapped_column(JSON, default=list)
+    auth: Mapped[dict] = mapped_column(JSON)  # auth_time, acr, amr, sid of the original login
+    issued_at: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer)  # absolute end of the family
+    rotated_at: Mapped[int | None] = mapped_column(Integer)
+    revoked_at: Mapped[int | None] = mapped_column(Integer)
+    access_jti: Mapped[str | None] = mapped_column(String(64))  # access token issued beside it
+    access_exp: Mapped[int | None] = mapped_column(Integer)
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()

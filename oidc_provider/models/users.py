@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import JSON, Boolean, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    username: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True, index=True)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    phone_number: Mapped[str | None] = mapped_column(String(32))
+    phone_number_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(256))
+    password_hash: Mapped[str | None] = mapped_column(String(256))  # argon2id
+    groups: Mapped[list] = mapped_column(JSON, default=list)
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(Integer, default=lambda: int(time.time()))
+
+    @property
+    def sub(self) -> str:
+        return self.id
+
+    @classmethod
+    def find_by_login(cls, login: str) -> User | None:
+        """A login name is the username or the primary email address."""
+        login = login.strip()
+        if "@" in login:
+            return db.session.execute(db.select(cls).filter_by(email=login.lower())).scalar_one_or_none()
+        return db.session.execute(db.select(cls).filter_by(username=login)).scalar_one_or_none()
+
+    def claims_for_scope(self, scopes: set[str]) -> dict:
+        """OpenID Connect Core 5.4: standard claims by scope."""
+        claims: dict = {}
+        if "profile" in scopes:
+            claims["preferred_username"] = self.username
+            if self.name:
+                claims["name"] = self.name
+        if "email" in scopes and self.email:
+            claims["email"] = self.email
+            claims["email_verified"] = bool(self.email_verified)
+        if "phone" in scopes and self.phone_number:
+            claims["phone_number"] = self.phone_number
+            claims["phone_number_verified"] = bool(self.phone_number_verified)
+        return claims

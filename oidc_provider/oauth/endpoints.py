@@ -1,0 +1,401 @@
+"""Protocol endpoints: discovery, authorization, token, userinfo, JWKS, revocation,
+introspection and RP-initiated logout.
+
+The authorization endpoint never renders a login page itself: when the user must act
+it stores an *interaction* and redirects to it; the interaction pages send the browser
+back to `/oidc/auth/resume/<uid>`, which decides again with what the user just did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Payload, OAuth2Request
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from ..authn import interaction as interactions
+from ..authn.session import COOKIE as SESSION_COOKIE
+from ..authn.session import authentication_result
+from ..errors import error_page, oauth_error
+from ..extensions import db
+from ..models import User, record_audit
+from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
+from .tokens import AuthContext
+
+bp = Blueprint("oidc", __name__)
+
+
+def current_op():
+    return current_app.extensions["op"]
+
+
+@bp.before_request
+def reject_oversized_parameters():
+    limit = current_op().settings.max_parameter_length
+    for source in (request.args, request.form):
+        for key, value in source.items(multi=True):
+            if len(key) > 128 or len(value) > limit:
+                if request.path == "/oidc/auth" or request.path.startswith("/oidc/logout"):
+                    return error_page("invalid_request", 400, detail=f"The parameter {key[:40]!r} is too long.")
+                return oauth_error("invalid_request", f"The parameter {key[:40]!r} is too long.")
+
+
+# -- discovery and keys ----------------------------------------------------------------
+
+def discovery_document(op) -> dict:
+    """Advertises exactly what works (OpenID Connect Discovery 1.0, RFC 8414)."""
+    issuer = op.settings.issuer_url
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oidc/auth",
+        "token_endpoint": f"{issuer}/oidc/token",
+        "userinfo_endpoint": f"{issuer}/oidc/userinfo",
+        "jwks_uri": f"{issuer}/oidc/jwks",
+        "end_session_endpoint": f"{issuer}/oidc/logout",
+        "revocation_endpoint": f"{issuer}/oidc/revoke",
+        "introspection_endpoint": f"{issuer}/oidc/introspect",
+        "scopes_supported": op.settings.scopes_supported,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "EdDSA"],
+        "revocation_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash",
+            "name", "preferred_username", "email", "email_verified", "phone_number", "phone_number_verified",
+        ],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "frontchannel_logout_supported": False,
+        "backchannel_logout_supported": False,
+    }
+
+
+def _cached_json(name: str, build) -> Response:
+    cache = current_app.extensions.setdefault("op.cache", {})
+    body = cache.get(name)
+    if body is None:
+        body = cache[name] = json.dumps(build(), separators=(",", ":")).encode()
+    return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery():
+    return _cached_json("discovery", lambda: discovery_document(current_op()))
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def oauth_metadata():
+    return _cached_json("discovery", lambda: discovery_document(current_op()))
+
+
+@bp.get("/oidc/jwks")
+def jwks():
+    return Response(
+        current_op().keyring.jwks_bytes,
+        mimetype="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=60"},
+    )
+
+
+# -- authorization -----------------------------------------------------------------------
+
+class _Payload(OAuth2Payload):
+    """Request parameters for Authlib, from the query/form or from a stored interaction."""
+
+    def __init__(self, datalist: dict[str, list[str]]):
+        self._datalist = datalist
+        self._data = {key: values[0] for key, values in datalist.items() if values}
+
+    @property
+    def data(self):
+        return self._data
+
+    @property
+    def datalist(self):
+        return self._datalist
+
+
+def build_oauth_request(datalist: dict[str, list[str]]) -> OAuth2Request:
+    oauth_request = OAuth2Request("GET", current_op().settings.issuer_url + "/oidc/auth", headers=request.headers)
+    oauth_request.payload = _Payload(datalist)
+    return oauth_request
+
+
+def redirect_to_client(redirect_uri: str, params: dict) -> Response:
+    """The authorization response; `iss` per RFC 9207 so clients can detect mix-up."""
+    params = {key: value for key, value in params.items() if value is not None}
+    params["iss"] = current_op().settings.issuer_url
+    response = redirect(add_params_to_uri(redirect_uri, list(params.items())), code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_response(error: OAuth2Error, state: str | None):
+    if error.redirect_uri:
+        return redirect_to_client(
+            error.redirect_uri,
+            {"error": error.error, "error_description": error.description or None, "state": state},
+        )
+    # RFC 6749 4.1.2.1: never redirect to an unverified redirect_uri; tell the user.
+    if error.error == "invalid_client":
+        message = "invalid_client"
+    elif "redirect" in (error.description or "").lower():
+        message = "invalid_redirect_uri"
+    else:
+        message = "invalid_request"
+    return error_page(message, 400, detail=error.description or error.error)
+
+
+def _load_session():
+    return current_op().sessions.load(request.cookies.get(SESSION_COOKIE))
+
+
+def _int_param(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 10:
+        raise InvalidRequestError(f"'{name}' must be a non-negative integer.")
+    return int(value)
+
+
+@bp.route("/oidc/auth", methods=["GET", "POST"])
+def authorize():
+    datalist = {key: request.values.getlist(key) for key in request.values.keys()}
+    return _authorize(datalist, interaction=None)
+
+
+@bp.get("/oidc/auth/resume/<uid>")
+def resume(uid: str):
+    record, problem = interactions.load_for_browser(uid)
+    if problem:
+        return error_page(problem, 400)
+    return _authorize(record["params"], interaction=record)
+
+
+def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
+    op = current_op()
+    session = _load_session()
+    user = db.session.get(User, session.sub) if session else None
+    if user is not None and user.disabled:
+        user = None
+    oauth_request = build_oauth_request(datalist)
+    state = oauth_request.payload.data.get("state")
+    try:
+        duplicated = [key for key, values in datalist.items() if len(values) > 1 and key != "resource"]
+        grant = op.server.get_consent_grant(request=oauth_request, end_user=user)
+        if duplicated:  # RFC 6749 3.1: parameters must not be included more than once
+            raise InvalidRequestError(f"'{duplicated[0]}' is included more than once.", redirect_uri=grant.redirect_uri)
+        redirect_uri = grant.redirect_uri
+        try:
+            resources = requested_resources(datalist.get("resource", []), op.settings)
+            max_age = _int_param(oauth_request.payload.data.get("max_age"), "max_age")
+        except OAuth2Error as error:
+            error.redirect_uri = redirect_uri
+            raise
+    except OAuth2Error as error:
+        return _error_response(error, state)
+
+    params = oauth_request.payload.data
+    prompts = set((params.get("prompt") or "").split())
+    client = grant.client
+    done = interaction or {}
+    need = interactions.login_needed(session if user else None, prompts, max_age, done, time.time())
+    if need is None:
+        need = interactions.consent_needed(op, client, user, grant.request.scope, prompts, done)
+    if need is not None:
+        if "none" in prompts:  # OIDC Core 3.1.2.6
+            error = "login_required" if need.startswith("login") else "consent_required"
+            return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
+        return interactions.start(datalist, client, need, interaction)
+
+    acr, amr = authentication_result(session.factors, op.settings.single_factor_acr)
+    grant.request.user = user
+    grant.request.auth_context = AuthContext(auth_time=session.auth_time, acr=acr, amr=amr, sid=session.sid)
+    grant.request.resources = resources
+    code = grant.generate_authorization_code()
+    grant.save_authorization_code(code, grant.request)
+    op.sessions.add_client(session, client.client_id)
+    if interaction:
+        interactions.finish(interaction)
+    record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
+                 ip=request.remote_addr, acr=acr, amr=amr)
+    return redirect_to_client(redirect_uri, {"code": code, "state": state})
+
+
+# -- token, revocation, introspection ------------------------------------------------------
+
+@bp.post("/oidc/token")
+def token():
+    response = current_op().server.create_token_response()
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def _authenticate_client(methods):
+    server = current_op().server
+    oauth_request = server.create_oauth2_request(request)
+    return server.authenticate_client(oauth_request, methods, endpoint="revocation")
+
+
+@bp.post("/oidc/revoke")
+def revoke():
+    """RFC 7009: always 200 for a well-formed request, whether or not the token was valid."""
+    op = current_op()
+    try:
+        client = _authenticate_client(ALL_AUTH_METHODS)
+    except OAuth2Error as error:
+        return op.server.handle_error_response(None, error)
+    value = request.form.get("token")
+    if not value:
+        return oauth_error("invalid_request", "Missing 'token'.")
+    claims = op.tokens.verify_access_token(value)
+    if claims and claims.get("client_id") == client.client_id:
+        op.tokens.revoke_access_token(claims["jti"], claims["exp"])
+        record_audit("token.revoked", user_id=claims.get("sub"), client_id=client.client_id, kind="access_token")
+    else:
+        row = op.tokens.find_refresh_token(value)
+        if row is not None and row.client_id == client.client_id:
+            op.tokens.revoke_family(row.family_id)  # RFC 7009 2.1: and its access tokens
+            record_audit("token.revoked", user_id=row.user_id, client_id=client.client_id, kind="refresh_token")
+    return Response("", status=200, headers={"Cache-Control": "no-store"})
+
+
+@bp.post("/oidc/introspect")
+def introspect():
+    """RFC 7662, with acr, amr and auth_time so resource servers can judge the login."""
+    op = current_op()
+    try:
+        client = _authenticate_client(CONFIDENTIAL_AUTH_METHODS)
+    except OAuth2Error as error:
+        return op.server.handle_error_response(None, error)
+    value = request.form.get("token")
+    if not value:
+        return oauth_error("invalid_request", "Missing 'token'.")
+    answer = {"active": False}
+    claims = op.tokens.verify_access_token(value)
+    if claims:
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if client.config.can_introspect or claims["client_id"] == client.client_id or client.client_id in audiences:
+            answer = {"active": True, "token_type": "Bearer", **claims}
+    else:
+        row = op.tokens.find_refresh_token(value)
+        if row is not None and op.tokens.refresh_token_is_live(row) and (
+            client.config.can_introspect or row.client_id == client.client_id
+        ):
+            answer = {
+                "active": True, "token_type": "refresh_token", "iss": op.settings.issuer_url,
+                "client_id": row.client_id, "sub": row.user_id, "scope": row.scope,
+                "exp": row.expires_at, "iat": row.issued_at,
+                **{k: v for k, v in row.auth.items() if k in ("auth_time", "acr", "amr") and v is not None},
+            }
+    response = jsonify(answer)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- userinfo ----------------------------------------------------------------------------------
+
+def _bearer_error(error: str, description: str, status: int = 401):
+    response = oauth_error(error, description, status)
+    response.headers["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{description}"'
+    return response
+
+
+@bp.route("/oidc/userinfo", methods=["GET", "POST"])
+def userinfo():
+    op = current_op()
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        response = Response(status=401)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="userinfo"'  # RFC 6750 3.1
+        return response
+    claims = op.tokens.verify_access_token(value.strip())
+    if claims is None:
+        return _bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    scopes = set((claims.get("scope") or "").split())
+    if op.settings.issuer_url not in audiences or "openid" not in scopes:
+        return _bearer_error("insufficient_scope", "The token is not for the userinfo endpoint.", 403)
+    user = db.session.get(User, claims["sub"])
+    if user is None or user.disabled:
+        return _bearer_error("invalid_token", "The user is no longer active.")
+    response = jsonify({"sub": user.id, **user.claims_for_scope(scopes)})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- RP-initiated logout -----------------------------------------------------------------------
+
+def _verify_id_token_hint(op, hint: str) -> dict | None:
+    """An ID token we issued; it may have expired (RP-Initiated Logout 1.0, 2)."""
+    try:
+        decoded = jwt.decode(hint, op.keyring.public_keys, algorithms=["RS256", "ES256"])
+    except (JoseError, ValueError):
+        return None
+    if decoded.header.get("typ") == "at+jwt" or decoded.claims.get("iss") != op.settings.issuer_url:
+        return None
+    return decoded.claims
+
+
+@bp.route("/oidc/logout", methods=["GET", "POST"])
+def logout():
+    op = current_op()
+    params = request.values
+    hint = params.get("id_token_hint")
+    claims = None
+    if hint:
+        claims = _verify_id_token_hint(op, hint)
+        if claims is None:
+            return error_page("invalid_id_token_hint", 400)
+    client_id = params.get("client_id") or (claims or {}).get("aud")
+    if isinstance(client_id, list):
+        client_id = client_id[0] if client_id else None
+    if claims and params.get("client_id") and params.get("client_id") != claims.get("aud"):
+        return error_page("invalid_request", 400, detail="client_id does not match the id_token_hint.")
+    client = op.clients.get(client_id) if client_id else None
+    post_logout = params.get("post_logout_redirect_uri")
+    if post_logout and (client is None or not client.check_post_logout_redirect_uri(post_logout)):
+        return error_page("logout_redirect", 400)
+    session = _load_session()
+    confirmed = claims is not None and (session is None or claims.get("sid") in (None, session.sid))
+    if session is not None and not confirmed:
+        # No proof the request comes from a client of this session: ask (RP-Initiated Logout 2).
+        kept = {k: v for k, v in params.items() if k not in ("csrf_token", "id_token_hint")}
+        kept["client_id"] = client.client_id if client else ""
+        return render_template("logout_confirm.html", params=kept,
+                               client_name=client.config.client_name if client else None)
+    return finish_logout(session, post_logout, params.get("state"))
+
+
+def finish_logout(session, post_logout: str | None, state: str | None):
+    op = current_op()
+    if session is not None:
+        op.sessions.end(session)
+        record_audit("session.ended", user_id=session.sub, ip=request.remote_addr, clients=session.clients)
+    if post_logout:
+        response = redirect(add_params_to_uri(post_logout, [("state", state)] if state else []), code=302)
+    else:
+        response = Response(render_template("logged_out.html"))
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@bp.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+

@@ -1,0 +1,315 @@
+"""Authlib's authorization server, wired to our clients, store and token service.
+
+Grants only fill in storage and issuance; OpenID Connect rides on the code grant as an
+extension, as Authlib intends. Nothing here renders HTML.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error, OAuth2Request, grants
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from joserfc.jwk import KeySet
+
+from ..extensions import db
+from ..models import User
+from .tokens import AuthContext, Issue, sha256_hex
+
+ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707 2: the requested resource is unknown or not allowed here."""
+
+    error = "invalid_target"
+
+
+@dataclass
+class AuthorizationCode:
+    """What a code stands for; stored in the ephemeral store under the code's hash."""
+
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    sub: str
+    auth: dict
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    resources: tuple[str, ...] = ()
+
+    # The accessors Authlib's grant and extensions call.
+    def get_redirect_uri(self):
+        return self.redirect_uri
+
+    def get_scope(self):
+        return self.scope
+
+    def get_nonce(self):
+        return self.nonce
+
+    @property
+    def auth_context(self) -> AuthContext:
+        return AuthContext.from_dict(self.auth)
+
+    @property
+    def access_jti(self) -> str:
+        """Derived from the code, so a replay can revoke what the first use was given."""
+        return "c" + self.code_hash[:31]
+
+
+def requested_resources(payload_values: list[str], settings) -> tuple[str, ...]:
+    """RFC 8707 2: each `resource` must be an absolute URI we know."""
+    unknown = [value for value in payload_values if value not in settings.resources]
+    if unknown:
+        raise InvalidTargetError(description=f"Unknown resource: {unknown[0]}")
+    return tuple(dict.fromkeys(payload_values))
+
+
+class S256Only(CodeChallenge):
+    """RFC 7636 with S256 only, required for public clients (RFC 9700 2.1.1)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256", redirect_uri=redirect_uri)
+        if grant.request.client.is_public and not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE (code_challenge, S256) is required for public clients")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant, result):
+        code = grant.request.authorization_code
+        if code.code_challenge and not grant.request.form.get("code_verifier"):
+            raise InvalidGrantError("Missing 'code_verifier'")  # RFC 7636 4.6
+        super().validate_code_verifier(grant, result)
+
+    def get_authorization_code_challenge(self, authorization_code):
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code):
+        return authorization_code.code_challenge_method
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):
+    """private_key_jwt (OIDC Core 9, RFC 7523) against the client's registered JWKS."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, issuer: str, store):
+        super().__init__(token_url=None, validate_jti=True)
+        self.issuer = issuer
+        self.store = store
+
+    def get_audiences(self):
+        return [f"{self.issuer}/oidc/token", self.issuer]
+
+    def validate_jti(self, claims, jti):
+        ttl = max(int(claims.get("exp", 0) - time.time()), 0) + self.leeway
+        return self.store.add(f"assertion-jti:{claims['sub']}:{jti}", 1, ttl)
+
+    def resolve_client_public_key(self, client):
+        return KeySet.import_key_set(client.config.jwks)
+
+
+class _Issuing:
+    """Grants issue through the token service, with the request's auth context."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+
+    @property
+    def op(self):
+        return self.server.op
+
+    def token_resources(self, granted: tuple[str, ...]) -> tuple[str, ...]:
+        asked = requested_resources(self.request.payload.datalist.get("resource", []), self.op.settings)
+        if not asked:
+            return granted
+        if granted and not set(asked) <= set(granted):
+            raise InvalidTargetError(description="resource was not part of the grant")
+        return asked
+
+
+class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
+    def save_authorization_code(self, code, request):
+        code_record = AuthorizationCode(
+            code_hash=sha256_hex(code),
+            client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri(),
+            scope=request.scope,
+            sub=request.user.id,
+            auth=request.auth_context.to_dict(),
+            nonce=request.payload.data.get("nonce"),
+            code_challenge=request.payload.data.get("code_challenge"),
+            code_challenge_method=request.payload.data.get("code_challenge_method"),
+            resources=request.resources,
+        )
+        lifetime = self.op.settings.lifetimes.authorization_code
+        self.op.store.set(f"code:{code_record.code_hash}", asdict(code_record), lifetime)
+
+    def query_authorization_code(self, code, client):
+        if not isinstance(code, str) or len(code) > 256:
+            return None
+        code_hash = sha256_hex(code)
+        data = self.op.store.get(f"code:{code_hash}")
+        if data is None:
+            return None
+        record = AuthorizationCode(**{**data, "resources": tuple(data["resources"])})
+        if record.client_id != client.client_id:
+            return None
+        # RFC 6749 4.1.2: single use; a second use revokes what the first was given.
+        uses = self.op.store.incr(f"code-uses:{code_hash}", self.op.settings.lifetimes.refresh_token)
+        if uses > 1:
+            self._revoke_code_grant(record, client)
+            return None
+        return record
+
+    def _revoke_code_grant(self, record: AuthorizationCode, client) -> None:
+        tokens = self.op.tokens
+        tokens.revoke_family(record.code_hash)
+        lifetime = tokens.access_token_lifetime(client, record.resources)
+        tokens.revoke_access_token(record.access_jti, int(time.time()) + lifetime)
+
+    def delete_authorization_code(self, authorization_code):
+        self.op.store.delete(f"code:{authorization_code.code_hash}")
+
+    def authenticate_user(self, authorization_code):
+        user = db.session.get(User, authorization_code.sub)
+        return user if user and not user.disabled else None
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        code: AuthorizationCode = self.request.authorization_code
+        token = self.op.tokens.issue(
+            Issue(
+                client=self.client,
+                grant_type="authorization_code",
+                sub=user.id,
+                scope=scope,
+                auth=code.auth_context,
+                resources=self.token_resources(code.resources),
+                include_refresh=include_refresh_token,
+                family_id=code.code_hash,
+                refresh_scope=scope,
+                access_jti=code.access_jti,
+            )
+        )
+        # A replay that raced this exchange may have missed what we just stored: check again.
+        if self.op.store.incr(f"code-uses:{code.code_hash}", 60) > 2:
+            self._revoke_code_grant(code, self.client)
+        return token
+
+
+class OpenIDCodeExtension:
+    """OpenID Connect on the code grant: the ID token (OIDC Core 3.1.3.3)."""
+
+    def __call__(self, grant):
+        grant.register_hook("after_create_token_response", self.add_id_token)
+
+    def add_id_token(self, grant, response):
+        _, token, _ = response
+        code: AuthorizationCode = grant.request.authorization_code
+        if "openid" in (code.scope or "").split():
+            token["id_token"] = grant.op.tokens.id_token(
+                grant.client, code.sub, code.auth_context, token.get("access_token"), code.nonce
+            )
+
+
+class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        tokens = self.op.tokens
+        row = tokens.find_refresh_token(refresh_token)
+        if row is None:
+            return None
+        if row.rotated_at is not None or row.revoked_at is not None:
+            tokens.revoke_family(row.family_id)  # RFC 9700 4.14.2: reuse revokes the family
+            return None
+        return row if tokens.refresh_token_is_live(row) else None
+
+    def authenticate_user(self, refresh_token):
+        user = db.session.get(User, refresh_token.user_id)
+        return user if user and not user.disabled else None
+
+    def revoke_old_credential(self, refresh_token):
+        """Already marked rotated, atomically, before the new token was issued."""
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        row = self.request.refresh_token
+        tokens = self.op.tokens
+        if not tokens.claim_refresh_token(row):
+            tokens.revoke_family(row.family_id)  # two concurrent uses: one is a replay
+            raise InvalidGrantError("The refresh token was already used.")
+        self.request.auth_context = AuthContext.from_dict(row.auth)
+        return tokens.issue(
+            Issue(
+                client=self.client,
+                grant_type="refresh_token",
+                sub=row.user_id,
+                scope=scope,
+                auth=self.request.auth_context,
+                resources=self.token_resources(tuple(row.resources)),
+                include_refresh=True,
+                family_id=row.family_id,
+                refresh_scope=row.scope,
+                refresh_expires_at=row.expires_at,
+            )
+        )
+
+
+class OpenIDRefreshExtension:
+    """OIDC Core 12.2: a refreshed ID token keeps auth_time, acr and amr, and has no nonce."""
+
+    def __call__(self, grant):
+        grant.register_hook("after_create_token_response", self.add_id_token)
+
+    def add_id_token(self, grant, response):
+        _, token, _ = response
+        row = grant.request.refresh_token
+        if "openid" in (token.get("scope") or row.scope).split():
+            token["id_token"] = grant.op.tokens.id_token(
+                grant.client, row.user_id, grant.request.auth_context, token.get("access_token"), None
+            )
+
+
+class ClientCredentialsGrant(_Issuing, grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        scope = " ".join(s for s in (scope or "").split() if s != "openid")
+        return self.op.tokens.issue(
+            Issue(
+                client=self.client,
+                grant_type="client_credentials",
+                sub=self.client.client_id,
+                scope=scope,
+                auth=None,
+                resources=self.token_resources(()),
+            )
+        )
+
+
+class Server(AuthorizationServer):
+    def create_oauth2_request(self, request):
+        """Also accept an already built request: a resumed interaction has no query string."""
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+
+def create_authorization_server(app, op) -> AuthorizationServer:
+    server = Server(app, query_client=op.clients.get, save_token=lambda token, request: None)
+    server.op = op
+    server.scopes_supported = op.settings.scopes_supported
+    server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(op.settings.issuer_url, op.store))
+    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension()])
+    server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension()])
+    server.register_grant(ClientCredentialsGrant)
+    return server

@@ -1,0 +1,213 @@
+"""Issuing, checking and revoking tokens.
+
+Access tokens are JWTs (RFC 9068) signed once; they carry acr, amr and auth_time so
+resource servers can judge how the user logged in. Refresh tokens are opaque, stored
+as SHA-256 hashes, and rotate: each use marks the old one rotated in one atomic
+UPDATE, and presenting a rotated token again revokes its whole family (RFC 9700 4.14.2).
+Revoked access tokens are remembered by `jti` in the ephemeral store until they expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from authlib.oidc.core.util import create_half_hash
+from joserfc.errors import JoseError
+from sqlalchemy import update
+
+from ..extensions import db
+from ..models import RefreshToken
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """How the user authenticated: what acr, amr and auth_time are made of."""
+
+    auth_time: int
+    acr: str | None
+    amr: list[str]
+    sid: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"auth_time": self.auth_time, "acr": self.acr, "amr": self.amr, "sid": self.sid}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> AuthContext | None:
+        return cls(**data) if data else None
+
+
+@dataclass(frozen=True)
+class Issue:
+    """Everything one token response is made from."""
+
+    client: object
+    grant_type: str
+    sub: str
+    scope: str
+    auth: AuthContext | None
+    resources: tuple[str, ...] = ()
+    include_refresh: bool = False
+    family_id: str | None = None  # continue this refresh family, else start one
+    refresh_scope: str | None = None  # RFC 6749 6: a rotated token keeps the original scope
+    refresh_expires_at: int | None = None
+    access_jti: str | None = None
+
+
+class TokenService:
+    def __init__(self, settings, keyring, store):
+        self.settings = settings
+        self.keyring = keyring
+        self.store = store
+        self.issuer = settings.issuer_url
+
+    # -- lifetimes -------------------------------------------------------------------
+    def access_token_lifetime(self, client, resources) -> int:
+        """The resource's lifetime (Transmit: resource with access token expiration), else
+        the client's, else the default; with several resources the shortest wins."""
+        configured = [self.settings.resources[r].access_token_lifetime for r in resources]
+        configured = [value for value in configured if value]
+        if configured:
+            return min(configured)
+        return client.config.access_token_lifetime or self.settings.lifetimes.access_token
+
+    # -- issuing ---------------------------------------------------------------------
+    def issue(self, spec: Issue) -> dict:
+        now = int(time.time())
+        lifetime = self.access_token_lifetime(spec.client, spec.resources)
+        jti = spec.access_jti or uuid.uuid4().hex
+        claims = {
+            "iss": self.issuer,
+            "sub": spec.sub,
+            "aud": list(spec.resources) if len(spec.resources) > 1 else (spec.resources or (self.issuer,))[0],
+            "exp": now + lifetime,
+            "iat": now,
+            "jti": jti,
+            "client_id": spec.client.client_id,
+        }
+        if spec.scope:
+            claims["scope"] = spec.scope
+        if spec.auth:
+            claims["auth_time"] = spec.auth.auth_time
+            claims["amr"] = spec.auth.amr
+            if spec.auth.acr:
+                claims["acr"] = spec.auth.acr
+        # RFC 9068 2.1: typ at+jwt, so an access token is never mistaken for an ID token
+        token = {
+            "access_token": self.keyring.sign(claims, "RS256", typ="at+jwt"),
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+        }
+        if spec.scope:
+            token["scope"] = spec.scope
+        if spec.include_refresh:
+            token["refresh_token"] = self._new_refresh_token(spec, now, jti, now + lifetime)
+        return token
+
+    def _new_refresh_token(self, spec: Issue, now: int, access_jti: str, access_exp: int) -> str:
+        value = secrets.token_urlsafe(32)
+        client_lifetime = spec.client.config.refresh_token_lifetime or self.settings.lifetimes.refresh_token
+        row = RefreshToken(
+            token_hash=sha256_hex(value),
+            family_id=spec.family_id or uuid.uuid4().hex,
+            client_id=spec.client.client_id,
+            user_id=spec.sub,
+            scope=spec.refresh_scope if spec.refresh_scope is not None else spec.scope,
+            resources=list(spec.resources),
+            auth=spec.auth.to_dict() if spec.auth else {},
+            issued_at=now,
+            expires_at=spec.refresh_expires_at or now + client_lifetime,
+            access_jti=access_jti,
+            access_exp=access_exp,
+        )
+        db.session.add(row)
+        db.session.commit()
+        return value
+
+    def id_token(self, client, sub: str, auth: AuthContext, access_token: str | None, nonce: str | None) -> str:
+        """OIDC Core 2 and 3.1.3.6; on refresh (12.2) the original auth_time, acr, amr, no nonce."""
+        alg = client.id_token_signed_response_alg or self.settings.id_token_signing_alg
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": client.client_id,
+            "exp": now + self.settings.lifetimes.id_token,
+            "iat": now,
+            "auth_time": auth.auth_time,
+            "amr": auth.amr,
+        }
+        if auth.acr:
+            claims["acr"] = auth.acr
+        if auth.sid:
+            claims["sid"] = auth.sid
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            claims["at_hash"] = create_half_hash(access_token, alg).decode()
+        return self.keyring.sign(claims, alg)
+
+    # -- checking --------------------------------------------------------------------
+    def verify_access_token(self, token: str) -> dict | None:
+        """Claims of a valid, unexpired, unrevoked access token of ours, else None."""
+        if not token or len(token) > 8192:
+            return None
+        try:
+            decoded = self.keyring.verify(token)
+        except (JoseError, ValueError):
+            return None
+        claims = decoded.claims
+        if decoded.header.get("typ") != "at+jwt" or claims.get("iss") != self.issuer:
+            return None
+        if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
+            return None
+        if self.store.get(f"revoked-at:{claims.get('jti')}") is not None:
+            return None
+        return claims
+
+    def find_refresh_token(self, value: str) -> RefreshToken | None:
+        if not value or len(value) > 512:
+            return None
+        return db.session.execute(
+            db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
+        ).scalar_one_or_none()
+
+    def refresh_token_is_live(self, row: RefreshToken) -> bool:
+        return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()
+
+    def claim_refresh_token(self, row: RefreshToken) -> bool:
+        """Mark the token rotated; of concurrent uses exactly one gets True."""
+        result = db.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
+            .values(rotated_at=int(time.time()))
+        )
+        db.session.commit()
+        return result.rowcount == 1
+
+    # -- revoking --------------------------------------------------------------------
+    def revoke_access_token(self, jti: str, exp: int) -> None:
+        ttl = exp - time.time()
+        if ttl > 0:
+            self.store.set(f"revoked-at:{jti}", 1, ttl + 5)
+
+    def revoke_family(self, family_id: str) -> None:
+        """Revoke every refresh token of a family and the access tokens issued with them."""
+        now = int(time.time())
+        db.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        db.session.commit()
+        rows = db.session.execute(db.select(RefreshToken).filter_by(family_id=family_id)).scalars()
+        for row in rows:
+            if row.access_jti and row.access_exp:
+                self.revoke_access_token(row.access_jti, row.access_exp)

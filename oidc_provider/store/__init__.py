@@ -1,0 +1,68 @@
+"""Ephemeral state behind one small interface: IdP sessions, codes, consent, rate limits.
+
+Two backends with the same atomic guarantees: SQL (the embedded default, the same
+database as the durable data) and Redis. `take` and `incr` are single atomic
+operations in both, which is what makes single-use codes and attempt counters hold
+under concurrent requests and across workers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+
+class Store(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str, ttl: float) -> None: ...
+    def add(self, key: str, value: str, ttl: float) -> bool:
+        """Set only if absent (or expired); True when this call set it."""
+    def take(self, key: str) -> str | None:
+        """Get and delete in one step: of concurrent callers, exactly one gets the value."""
+    def incr(self, key: str, ttl: float) -> int:
+        """Add one and return the new count; the expiry starts with the first increment."""
+    def delete(self, key: str) -> None: ...
+    def ping(self) -> bool: ...
+
+
+class JsonStore:
+    """JSON values over a Store, with the deployment's key prefix."""
+
+    def __init__(self, backend: Store, prefix: str):
+        self.backend = backend
+        self.prefix = prefix
+
+    def get(self, key: str) -> Any:
+        raw = self.backend.get(self.prefix + key)
+        return None if raw is None else json.loads(raw)
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        self.backend.set(self.prefix + key, json.dumps(value, separators=(",", ":")), ttl)
+
+    def add(self, key: str, value: Any, ttl: float) -> bool:
+        return self.backend.add(self.prefix + key, json.dumps(value, separators=(",", ":")), ttl)
+
+    def take(self, key: str) -> Any:
+        raw = self.backend.take(self.prefix + key)
+        return None if raw is None else json.loads(raw)
+
+    def incr(self, key: str, ttl: float) -> int:
+        return self.backend.incr(self.prefix + key, ttl)
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(self.prefix + key)
+
+    def ping(self) -> bool:
+        return self.backend.ping()
+
+
+def create_store(settings, engine) -> JsonStore:
+    if settings.store.backend == "redis":
+        from .redis import RedisStore
+
+        backend = RedisStore(settings.store.redis_url)
+    else:
+        from .sql import SqlStore
+
+        backend = SqlStore(engine)
+    return JsonStore(backend, settings.store.prefix)

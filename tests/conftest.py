@@ -1,0 +1,288 @@
+"""Fixtures: a live provider on loopback per backend, a browser-like user agent, clients.
+
+Backends are real: SQLite files, the PostgreSQL server at 127.0.0.1:5432 and Redis at
+127.0.0.1:6379. Without those servers the tests that need them skip locally and fail
+in CI (CI=true), so the production backends are always exercised there.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import pytest
+import requests
+from joserfc.jwk import RSAKey
+from werkzeug.serving import make_server
+
+from oidc_provider import create_app
+from oidc_provider.cli import create_user, upgrade_database
+from oidc_provider.oauth.keys import KeyFolder, MasterSecret
+from oidc_provider.settings.clients import hash_client_secret
+
+os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the RP library over loopback http
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PASSWORD = "correct horse battery staple"
+REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the user agent stops at it
+
+
+def require_service(name: str, check) -> None:
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001 - any failure means the service is not usable
+        message = f"{name} is not reachable ({exc.__class__.__name__}: {exc})"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run the {name} tests")
+        pytest.skip(f"{message}; start it to run these tests")
+
+
+def _postgres_database():
+    import psycopg
+
+    name = f"oidc_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+
+    def drop():
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{base}/{name}", drop
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+@dataclass
+class Provider:
+    """A running provider and what tests need to talk to it."""
+
+    url: str
+    app: object
+    base_dir: Path
+    secrets: dict[str, str]
+    client_keys: dict[str, RSAKey]
+    backend: str
+    _users: list = field(default_factory=list)
+
+    def add_user(self, **kwargs) -> dict:
+        username = kwargs.pop("username", f"user-{uuid.uuid4().hex[:8]}")
+        with self.app.app_context():
+            user = create_user(username, kwargs.pop("password", PASSWORD),
+                               email=kwargs.pop("email", f"{username}@example.com"), **kwargs)
+            return {"username": username, "sub": user.id, "password": PASSWORD}
+
+    @property
+    def op(self):
+        return self.app.extensions["op"]
+
+    def discovery(self) -> dict:
+        return requests.get(f"{self.url}/.well-known/openid-configuration", timeout=10).json()
+
+
+def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
+    made = {name: secrets.token_urlsafe(32) for name in ("web", "web-post", "backend", "resource-server")}
+    clients = [
+        {"client_id": "web", "client_name": "Web app", "client_secret_hash": hash_client_secret(made["web"], key),
+         "redirect_uris": [REDIRECT], "post_logout_redirect_uris": ["http://127.0.0.1:9/bye"],
+         "grant_types": ["authorization_code", "refresh_token"], "first_party": True,
+         "scopes": ["openid", "profile", "email", "phone", "offline_access"]},
+        {"client_id": "web-post", "client_name": "Post app", "token_endpoint_auth_method": "client_secret_post",
+         "client_secret_hash": hash_client_secret(made["web-post"], key), "redirect_uris": [REDIRECT],
+         "grant_types": ["authorization_code", "refresh_token"], "scopes": ["openid", "profile", "email"],
+         "first_party": False, "id_token_signed_response_alg": "ES256"},
+        {"client_id": "mobile", "client_name": "Mobile app", "token_endpoint_auth_method": "none",
+         "redirect_uris": [REDIRECT, "com.example.app:/cb"], "grant_types": ["authorization_code", "refresh_token"],
+         "scopes": ["openid", "profile", "offline_access"], "first_party": True},
+        {"client_id": "jwt-client", "client_name": "Key-authenticated app",
+         "token_endpoint_auth_method": "private_key_jwt",
+         "jwks": {"keys": [client_keys["jwt-client"].as_dict(private=False)]},
+         "redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "client_credentials"],
+         "scopes": ["openid", "orders:read"], "first_party": True},
+        {"client_id": "backend", "client_secret_hash": hash_client_secret(made["backend"], key),
+         "grant_types": ["client_credentials"], "scopes": ["orders:read", "orders:write"]},
+        {"client_id": "resource-server", "client_name": "Resource server",
+         "client_secret_hash": hash_client_secret(made["resource-server"], key),
+         "grant_types": ["client_credentials"], "scopes": [], "can_introspect": True},
+    ]
+    path.write_text(json.dumps({"clients": clients}))  # JSON is YAML
+    return made
+
+
+BACKENDS = {
+    "sqlite-sql": ("sqlite", "sql"),
+    "postgres-redis": ("postgres", "redis"),
+}
+
+
+def start_provider(tmp_path: Path, backend: str, extra_settings: dict | None = None):
+    database, store = BACKENDS[backend]
+    cleanups = []
+    overrides = {"dev_mode": True, "keys_dir": str(tmp_path / "keys"), "clients_file": str(tmp_path / "clients.yaml"),
+                 "resources": {"https://api.example.com": {"access_token_lifetime": 120},
+                               "https://billing.example.com": {}}}
+    if database == "postgres":
+        require_service("PostgreSQL", lambda: __import__("psycopg").connect(POSTGRES_ADMIN_URL, connect_timeout=3).close())
+        url, drop = _postgres_database()
+        overrides["database_url"] = url
+        cleanups.append(drop)
+    else:
+        overrides["database_url"] = f"sqlite:///{tmp_path / 'oidc.db'}"
+    if store == "redis":
+        import redis
+
+        require_service("Redis", lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
+        prefix = f"test:{uuid.uuid4().hex[:8]}:"
+        overrides["store"] = {"backend": "redis", "redis_url": REDIS_URL, "prefix": prefix}
+
+        def flush():
+            client = redis.Redis.from_url(REDIS_URL)
+            for key in client.scan_iter(f"{prefix}*"):
+                client.delete(key)
+
+        cleanups.append(flush)
+    KeyFolder(tmp_path / "keys").generate()
+    key = MasterSecret.load(tmp_path / "keys").derive("client-secret")
+    client_keys = {"jwt-client": RSAKey.generate_key(2048, parameters={"kid": "jwt-client-1"})}
+    made = write_clients(tmp_path / "clients.yaml", key, client_keys)
+    port = _free_port()
+    overrides["issuer"] = f"http://127.0.0.1:{port}"
+    overrides.update(extra_settings or {})
+    app = create_app(None, overrides, base_dir=tmp_path)
+    upgrade_database(app)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    provider = Provider(f"http://127.0.0.1:{port}", app, tmp_path, made, client_keys, backend)
+
+    def stop():
+        server.shutdown()
+        thread.join(5)
+        with app.app_context():
+            from oidc_provider.extensions import db
+
+            db.engine.dispose()
+        for cleanup in cleanups:
+            cleanup()
+
+    return provider, stop
+
+
+@pytest.fixture(scope="session", params=list(BACKENDS), ids=list(BACKENDS))
+def provider(request, tmp_path_factory):
+    backend = request.param
+    running, stop = start_provider(tmp_path_factory.mktemp(backend), backend)
+    yield running
+    stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_provider(tmp_path_factory):
+    """One backend for behaviour that does not depend on storage."""
+    running, stop = start_provider(tmp_path_factory.mktemp("sqlite-only"), "sqlite-sql")
+    yield running
+    stop()
+
+
+@pytest.fixture
+def user(provider):
+    return provider.add_user(name="Ada Lovelace", phone="+15550123", phone_verified=True,
+                             email_verified=True)
+
+
+class UserAgent:
+    """A browser stand-in: follows the provider's redirects, fills its forms, stops at the client."""
+
+    def __init__(self, provider: Provider):
+        self.provider = provider
+        self.http = requests.Session()
+        self.last_page: requests.Response | None = None
+
+    def go(self, url: str, method: str = "GET", data: dict | None = None) -> requests.Response:
+        """Request and follow redirects while they stay on the provider."""
+        response = self.http.request(method, url, data=data, allow_redirects=False, timeout=15)
+        hops = 0
+        while response.status_code in (301, 302, 303, 307) and hops < 10:
+            target = urljoin(url, response.headers["Location"])
+            if not target.startswith(self.provider.url):
+                return response  # leaving the provider: the client's redirect_uri
+            url, hops = target, hops + 1
+            response = self.http.get(target, allow_redirects=False, timeout=15)
+        self.last_page = response
+        return response
+
+    def authorize(self, **params) -> requests.Response:
+        query = {"response_type": "code", "scope": "openid", "redirect_uri": REDIRECT, **params}
+        query = {key: value for key, value in query.items() if value is not None}
+        request = requests.Request("GET", f"{self.provider.url}/oidc/auth", params=query).prepare()
+        return self.go(request.url)
+
+    def form_action(self, page: requests.Response) -> str:
+        return urljoin(page.url, re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))
+
+    @staticmethod
+    def csrf(page: requests.Response) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+    def submit(self, page: requests.Response, fields: dict) -> requests.Response:
+        data = {"csrf_token": self.csrf(page), **fields}
+        return self.go(self.form_action(page), "POST", data)
+
+    def login(self, page: requests.Response, username: str, password: str = PASSWORD) -> requests.Response:
+        assert 'name="password"' in page.text, page.text[:500]
+        return self.submit(page, {"login": username, "password": password, "action": "login"})
+
+    def sign_in(self, username: str, password: str = PASSWORD, **params) -> dict:
+        """The whole browser part of a code flow; returns the parameters sent to the client."""
+        page = self.authorize(**params)
+        if page.status_code == 200 and 'name="password"' in page.text:
+            page = self.login(page, username, password)
+        if page.status_code == 200 and 'value="approve"' in page.text:
+            page = self.submit(page, {"action": "approve"})
+        return callback_params(page)
+
+
+def callback_params(response: requests.Response) -> dict:
+    assert response.status_code in (302, 303), f"expected a redirect to the client, got {response.status_code}: {response.text[:300]}"
+    location = response.headers["Location"]
+    assert location.startswith(REDIRECT) or "://" in location
+    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+
+
+@pytest.fixture
+def agent(provider):
+    return UserAgent(provider)
+
+
+def token_request(provider: Provider, data: dict, client: str | None = "web", auth: str = "basic") -> requests.Response:
+    kwargs = {}
+    if client and auth == "basic":
+        kwargs["auth"] = (client, provider.secrets[client])
+    elif client and auth == "post":
+        data = {**data, "client_id": client, "client_secret": provider.secrets[client]}
+    elif client and auth == "none":
+        data = {**data, "client_id": client}
+    return requests.post(f"{provider.url}/oidc/token", data=data, timeout=15, **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import re
@@ -248,8 +249,10 @@ class UserAgent:
         return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
 
     def submit(self, page: requests.Response, fields: dict) -> requests.Response:
-        data = {"csrf_token": self.csrf(page), **fields}
-        return self.go(self.form_action(page), "POST", data)
+        """Post the page's form as a browser would: its hidden inputs plus the given fields."""
+        hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+        data = {name: html.unescape(value) for name, value in hidden}
+        return self.go(self.form_action(page), "POST", {**data, **fields})
 
     def login(self, page: requests.Response, username: str, password: str = PASSWORD) -> requests.Response:
         assert 'name="password"' in page.text, page.text[:500]

@@ -283,7 +283,8 @@ class ClientCredentialsGrant(_Issuing, grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
-        scope = " ".join(s for s in (scope or "").split() if s != "openid")
+        # RFC 6749 3.3: grant what the client is registered for, never more
+        scope = " ".join(s for s in self.client.get_allowed_scope(scope).split() if s != "openid")
         return self.op.tokens.issue(
             Issue(
                 client=self.client,
@@ -303,11 +304,13 @@ class Server(AuthorizationServer):
             return request
         return super().create_oauth2_request(request)
 
+    def validate_requested_scope(self, scope):
+        """Scopes are checked per client (Client.get_allowed_scope), not against one global list."""
+
 
 def create_authorization_server(app, op) -> AuthorizationServer:
     server = Server(app, query_client=op.clients.get, save_token=lambda token, request: None)
     server.op = op
-    server.scopes_supported = op.settings.scopes_supported
     server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(op.settings.issuer_url, op.store))
     server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension()])
     server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension()])

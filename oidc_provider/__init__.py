@@ -111,6 +111,10 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
 
     app.register_blueprint(oidc_bp)
     app.register_blueprint(interaction_bp)
+    if settings.dev_mode:
+        from .views.dev import bp as dev_bp
+
+        app.register_blueprint(dev_bp)
     csrf.exempt(oidc_bp)  # protocol endpoints authenticate clients, not browser forms
     register_error_handlers(app)
     return app

@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -299,8 +300,8 @@ clients:
     client_name: Demo web app
     token_endpoint_auth_method: client_secret_basic
     client_secret_hash: "{secret_hash}"
-    redirect_uris: ["http://127.0.0.1:8080/callback", "http://localhost:8080/callback"]
-    post_logout_redirect_uris: ["http://127.0.0.1:8080/"]
+    redirect_uris: ["{issuer}/dev/callback"]
+    post_logout_redirect_uris: ["{issuer}/dev/callback"]
     grant_types: [authorization_code, refresh_token, client_credentials]
     scopes: [openid, profile, email, phone, offline_access]
     first_party: true
@@ -309,8 +310,8 @@ clients:
   - client_id: demo-mobile
     client_name: Demo mobile app
     token_endpoint_auth_method: none
-    redirect_uris: ["http://127.0.0.1:8080/mobile-callback", "com.example.demo:/callback"]
-    post_logout_redirect_uris: ["http://127.0.0.1:8080/"]
+    redirect_uris: ["{issuer}/dev/callback", "com.example.demo:/callback"]
+    post_logout_redirect_uris: ["{issuer}/dev/callback"]
     grant_types: [authorization_code, refresh_token]
     scopes: [openid, profile, email, offline_access]
     first_party: false
@@ -338,7 +339,8 @@ def demo():
     if not clients_file.exists():
         secret = generate_client_secret()
         clients_file.parent.mkdir(parents=True, exist_ok=True)
-        clients_file.write_text(DEMO_CLIENTS.format(secret_hash=hash_client_secret(secret, _client_secret_key())))
+        clients_file.write_text(DEMO_CLIENTS.format(
+            secret_hash=hash_client_secret(secret, _client_secret_key()), issuer=settings.issuer_url))
         _write_private(secret_file, secret.encode())
     secret = secret_file.read_text().strip() if secret_file.exists() else "(set by you: see config/clients.yaml)"
     app = _app()
@@ -351,6 +353,7 @@ def demo():
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     issuer = settings.issuer_url
+    callback = quote(f"{issuer}/dev/callback", safe="")
     click.echo(f"""
 Provider:     {issuer}   (discovery: {issuer}/.well-known/openid-configuration)
 Demo user:    demo / demo-password
@@ -358,8 +361,8 @@ Web client:   demo-web / {secret}
 Mobile app:   demo-mobile (public, PKCE)
 
 Sign in as the web client:
-  {issuer}/oidc/auth?client_id=demo-web&response_type=code&scope=openid%20profile%20email&redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Fcallback&state=demo&nonce=n-{secrets.token_hex(4)}
+  {issuer}/oidc/auth?client_id=demo-web&response_type=code&scope=openid%20profile%20email&redirect_uri={callback}&state=demo&nonce=n-{secrets.token_hex(4)}
 
 Sign in as the mobile app (code_verifier={verifier}):
-  {issuer}/oidc/auth?client_id=demo-mobile&response_type=code&scope=openid%20profile&redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Fmobile-callback&state=demo&code_challenge={challenge}&code_challenge_method=S256
+  {issuer}/oidc/auth?client_id=demo-mobile&response_type=code&scope=openid%20profile&redirect_uri={callback}&state=demo&code_challenge={challenge}&code_challenge_method=S256
 """)

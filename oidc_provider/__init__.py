@@ -52,6 +52,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .authn.factors import build_registry
     from .authn.session import SessionService
     from .errors import register_error_handlers
+    from .security import register_security_headers
     from .extensions import csrf, db
     from .oauth.keys import KeyRing, MasterSecret
     from .oauth.server import create_authorization_server
@@ -117,6 +118,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         app.register_blueprint(dev_bp)
     csrf.exempt(oidc_bp)  # protocol endpoints authenticate clients, not browser forms
     register_error_handlers(app)
+    register_security_headers(app, settings.issuer_url.startswith("https://"))
     return app
 
 

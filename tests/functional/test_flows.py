@@ -221,3 +221,11 @@ def test_discovery_advertises_what_works(provider):
                  "end_session_endpoint", "revocation_endpoint", "introspection_endpoint"):
         assert config[name].startswith(provider.url)
         assert requests.options(config[name], timeout=10).status_code < 500
+
+
+def test_pages_cannot_be_framed_and_run_no_scripts(provider, agent):
+    page = agent.authorize(client_id="web")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none' covers scripts
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert "<script" not in page.text

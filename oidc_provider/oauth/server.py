@@ -60,8 +60,12 @@ class AuthorizationCode:
 
     @property
     def access_jti(self) -> str:
-        """Derived from the code, so a replay can revoke what the first use was given."""
-        return "c" + self.code_hash[:31]
+        return access_jti_for(self.code_hash)
+
+
+def access_jti_for(code_hash: str) -> str:
+    """Derived from the code, so a replay can revoke what the first use was given."""
+    return "c" + code_hash[:31]
 
 
 def requested_resources(payload_values: list[str], settings) -> tuple[str, ...]:
@@ -138,6 +142,15 @@ class _Issuing:
 
 
 class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
+    @staticmethod
+    def validate_no_multiple_request_parameter(request):
+        """RFC 6749 3.1 and 4.1.2.1: a repeated client_id or redirect_uri leaves nothing verified
+        to redirect to, so it is refused here; other repeats are refused by the endpoint with a
+        redirect to the verified redirect_uri."""
+        for name in ("client_id", "redirect_uri"):
+            if len(request.payload.datalist.get(name, [])) > 1:
+                raise InvalidRequestError(f"'{name}' is included more than once.")
+
     def save_authorization_code(self, code, request):
         code_record = AuthorizationCode(
             code_hash=sha256_hex(code),
@@ -160,6 +173,9 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         code_hash = sha256_hex(code)
         data = self.op.store.get(f"code:{code_hash}")
         if data is None:
+            spent = self.op.store.get(f"code-spent:{code_hash}")
+            if spent is not None and spent["client_id"] == client.client_id:
+                self._revoke_code_grant(code_hash, tuple(spent["resources"]), client)
             return None
         record = AuthorizationCode(**{**data, "resources": tuple(data["resources"])})
         if record.client_id != client.client_id:
@@ -167,18 +183,22 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         # RFC 6749 4.1.2: single use; a second use revokes what the first was given.
         uses = self.op.store.incr(f"code-uses:{code_hash}", self.op.settings.lifetimes.refresh_token)
         if uses > 1:
-            self._revoke_code_grant(record, client)
+            self._revoke_code_grant(code_hash, record.resources, client)
             return None
         return record
 
-    def _revoke_code_grant(self, record: AuthorizationCode, client) -> None:
+    def _revoke_code_grant(self, code_hash: str, resources: tuple[str, ...], client) -> None:
         tokens = self.op.tokens
-        tokens.revoke_family(record.code_hash)
-        lifetime = tokens.access_token_lifetime(client, record.resources)
-        tokens.revoke_access_token(record.access_jti, int(time.time()) + lifetime)
+        tokens.revoke_family(code_hash)
+        lifetime = tokens.access_token_lifetime(client, resources)
+        tokens.revoke_access_token(access_jti_for(code_hash), int(time.time()) + lifetime)
 
     def delete_authorization_code(self, authorization_code):
-        self.op.store.delete(f"code:{authorization_code.code_hash}")
+        """Spent, not forgotten: a later replay must still find what to revoke (RFC 6749 4.1.2)."""
+        code = authorization_code
+        spent = {"client_id": code.client_id, "resources": list(code.resources)}
+        self.op.store.set(f"code-spent:{code.code_hash}", spent, self.op.settings.lifetimes.refresh_token)
+        self.op.store.delete(f"code:{code.code_hash}")
 
     def authenticate_user(self, authorization_code):
         user = db.session.get(User, authorization_code.sub)
@@ -202,7 +222,7 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         )
         # A replay that raced this exchange may have missed what we just stored: check again.
         if self.op.store.incr(f"code-uses:{code.code_hash}", 60) > 2:
-            self._revoke_code_grant(code, self.client)
+            self._revoke_code_grant(code.code_hash, code.resources, self.client)
         return token
 
 

@@ -28,6 +28,7 @@ class Provider:
     tokens: object
     sessions: object
     factors: object
+    delivery: object  # oidc_provider.delivery.Delivery: email, SMS, voice (and the dev outbox)
     server: object = None
 
 
@@ -38,7 +39,7 @@ def resolve_path(base_dir: Path, value: str) -> Path:
 
 def database_uri(settings: Settings, base_dir: Path) -> str:
     uri = settings.database_url
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith("sqlite:///"):  # relative (from base_dir) or absolute (sqlite:////...)
         path = resolve_path(base_dir, uri.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{path}"
@@ -51,6 +52,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     """Build the app; nothing happens at import time (Flask's application factory)."""
     from .authn.factors import build_registry
     from .authn.session import SessionService
+    from .delivery import Delivery
     from .errors import register_error_handlers
     from .security import register_security_headers
     from .extensions import csrf, db
@@ -93,6 +95,8 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     store = create_store(settings, engine)
     app.extensions["op.store"] = store
     keyring = KeyRing(keys_dir)
+    delivery = Delivery(settings, base_dir)
+    app.extensions["op.delivery"] = delivery  # before the factors, which send through it
     op = Provider(
         settings=settings,
         base_dir=base_dir,
@@ -103,6 +107,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         tokens=TokenService(settings, keyring, store),
         sessions=SessionService(store, settings.lifetimes.session),
         factors=build_registry(app),
+        delivery=delivery,
     )
     app.extensions["op"] = op
     op.server = create_authorization_server(app, op)

@@ -1,4 +1,4 @@
-"""The `oidc-provider` command: run, database, users, clients, keys, demo."""
+"""The `oidc-provider` command: run, database, users, clients, keys, demo, dev outbox."""
 
 from __future__ import annotations
 
@@ -366,3 +366,35 @@ Sign in as the web client:
 Sign in as the mobile app (code_verifier={verifier}):
   {issuer}/oidc/auth?client_id=demo-mobile&response_type=code&scope=openid%20profile&redirect_uri={callback}&state=demo&code_challenge={challenge}&code_challenge_method=S256
 """)
+
+
+# -- dev outbox -------------------------------------------------------------------------
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="show at most N messages")
+@click.option("--to", "to", metavar="ADDRESS", help="only messages to this email address or number")
+def outbox(limit, to):
+    """Show the messages kept in dev_mode (email, sms, voice), newest first."""
+    import time
+
+    from sqlalchemy.exc import DatabaseError
+
+    from .models import recent_outbox
+
+    app = _app()
+    with app.app_context():
+        try:
+            messages = recent_outbox(limit, to)
+        except DatabaseError:
+            raise click.ClickException("no outbox table: run 'oidc-provider db upgrade'") from None
+    if not messages:
+        kept = "" if app.extensions["op"].settings.dev_mode else " (dev_mode is off: nothing is kept)"
+        click.echo(f"the outbox is empty{kept}")
+    for message in messages:
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(message.at))
+        subject = f"  {message.subject}" if message.subject else ""
+        click.echo(f"{at}  {message.channel:5}  {message.to}{subject}")
+        for line in message.body.rstrip("\n").splitlines():
+            click.echo(f"    {line}".rstrip())
+        click.echo("")

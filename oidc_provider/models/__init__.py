@@ -1,8 +1,10 @@
-"""Durable data: users, refresh tokens, the audit log, and the SQL store's table."""
+"""Durable data: users, refresh tokens, the audit log, the dev outbox, and the SQL store's table."""
 
 from .audit import AuditEvent, record_audit
 from .ephemeral import EphemeralEntry
+from .outbox import OutboxMessage, keep_in_outbox, recent_outbox
 from .tokens import RefreshToken
 from .users import User
 
-__all__ = ["AuditEvent", "EphemeralEntry", "RefreshToken", "User", "record_audit"]
+__all__ = ["AuditEvent", "EphemeralEntry", "OutboxMessage", "RefreshToken", "User", "keep_in_outbox",
+           "recent_outbox", "record_audit"]

@@ -1,8 +1,9 @@
 """The provider's settings: every key, its default and why, in one place.
 
 `config/provider.yaml` overrides these defaults; the environment variables ISSUER,
-DATABASE_URL, REDIS_URL and SECRET_KEY override the file. Loading validates the
-whole file and names the file and key of the first problem.
+DATABASE_URL, REDIS_URL and SECRET_KEY override the file, and so do the delivery
+secrets SMTP_PASSWORD, SMS_GATEWAY_TOKEN, VOICE_GATEWAY_TOKEN and TWILIO_AUTH_TOKEN.
+Loading validates the whole file and names the file and key of the first problem.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator,
+                      model_validator)
 
 
 class ConfigError(Exception):
@@ -50,6 +52,59 @@ class Store(Strict):
     prefix: str = "op:"  # key prefix, so several deployments can share one Redis
 
 
+class Email(Strict):
+    """Outgoing email over SMTP (codes, sign-in links, security notices)."""
+
+    host: str | None = None  # SMTP server; None: no email goes out (dev_mode: outbox only)
+    port: int | None = Field(None, gt=0, lt=65536)  # None: 465 tls, 587 starttls, 25 none
+    security: Literal["none", "starttls", "tls"] = "starttls"  # tls: TLS from the first byte
+    username: str | None = None  # SMTP AUTH login; None: no AUTH
+    password: str | None = Field(None, repr=False)  # better in the environment: SMTP_PASSWORD
+    from_address: str = "no-reply@localhost"  # From header, e.g. "Example <no-reply@example.com>"
+    timeout: float = Field(10, gt=0)  # seconds for connecting and each SMTP command
+    ca_file: str | None = None  # CA bundle for the server certificate; None: the system's CAs
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self):
+        if self.username and self.security == "none":
+            raise ValueError("username needs security starttls or tls: the password would travel in clear")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587, "none": 25}[self.security]
+
+
+class Gateway(Strict):
+    """An HTTP gateway for text messages or voice calls (the `sms:` and `voice:` blocks)."""
+
+    gateway: Literal["none", "webhook", "twilio"] = "none"  # none: nothing goes out (dev: outbox)
+    url: str | None = None  # webhook: where to POST; twilio: API base, None: https://api.twilio.com
+    token: str | None = Field(None, repr=False)  # webhook bearer token; env SMS/VOICE_GATEWAY_TOKEN
+    account_sid: str | None = None  # twilio: account SID, also the basic-auth user name
+    auth_token: str | None = Field(None, repr=False)  # twilio: API password; env TWILIO_AUTH_TOKEN
+    from_number: str | None = None  # twilio: the sending number, E.164 (+14155550100)
+    timeout: float = Field(10, gt=0)  # seconds to connect and to wait for the answer
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _gateway_is_complete(self):
+        if self.gateway == "webhook" and not self.url:
+            raise ValueError("a webhook gateway needs url")
+        if self.gateway == "twilio":
+            needed = ("account_sid", "auth_token", "from_number")
+            missing = [key for key in needed if not getattr(self, key)]
+            if missing:
+                raise ValueError(f"a twilio gateway needs {', '.join(missing)}")
+        return self
+
+
 class Settings(Strict):
     issuer: HttpUrl = "http://127.0.0.1:5000"  # type: ignore[assignment]
     database_url: str = "sqlite:///instance/oidc.db"  # relative paths are from the base dir
@@ -66,6 +121,9 @@ class Settings(Strict):
     max_request_bytes: int = Field(64 * 1024, gt=1024)  # larger bodies get invalid_request
     max_parameter_length: int = Field(4096, gt=64)  # longer parameters get invalid_request
     password_failures_before_throttle: int = Field(10, gt=0)  # per account, per 15 minutes
+    email: Email = Email()  # how email reaches users; unset: dev outbox only
+    sms: Gateway = Gateway()  # how text messages reach users; unset: dev outbox only
+    voice: Gateway = Gateway()  # how voice calls reach users; unset: dev outbox only
 
     @field_validator("resources")
     @classmethod
@@ -103,6 +161,16 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
+# Environment variables that set a delivery secret: (variable, settings block, key).
+SECRET_VARIABLES = (
+    ("SMTP_PASSWORD", "email", "password"),
+    ("SMS_GATEWAY_TOKEN", "sms", "token"),
+    ("VOICE_GATEWAY_TOKEN", "voice", "token"),
+    ("TWILIO_AUTH_TOKEN", "sms", "auth_token"),
+    ("TWILIO_AUTH_TOKEN", "voice", "auth_token"),
+)
+
+
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
     """Defaults, then the YAML file, then the environment, then explicit overrides (tests)."""
     data: dict = {}
@@ -115,6 +183,10 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         data["database_url"] = env["DATABASE_URL"]
     if env.get("REDIS_URL"):
         data["store"] = {**data.get("store", {}), "backend": "redis", "redis_url": env["REDIS_URL"]}
+    # Delivery secrets belong in the environment rather than in a file that gets copied around.
+    for variable, block, key in SECRET_VARIABLES:
+        if env.get(variable):
+            data[block] = {**(data.get(block) or {}), key: env[variable]}
     data.update(overrides or {})
     try:
         settings = Settings.model_validate(data)

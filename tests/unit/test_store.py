@@ -1,0 +1,263 @@
+"""The ephemeral store's contract, run against every backend.
+
+SQL on a SQLite file and on a fresh PostgreSQL database (the `ephemeral` table made by
+the app's own migration, the engine configured by the app), and Redis. The atomic
+operations (`add`, `take`, `incr`) are also hammered from many threads at once: that is
+what single-use authorization codes and password-attempt counters rely on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from oidc_provider import create_app
+from oidc_provider.cli import upgrade_database
+from oidc_provider.oauth.keys import KeyFolder
+from oidc_provider.store.sql import SqlStore
+from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL, _postgres_database, require_service
+
+THREADS = 16
+ROUNDS = 5  # races are probabilistic: several independent keys make a lost update likelier to show
+
+
+def _sql_store(tmp_path, database_url):
+    """A SqlStore on the engine the app builds (pragmas, pool), the table from the migration."""
+    KeyFolder(tmp_path / "keys").generate(("RS256", "ES256"))
+    (tmp_path / "clients.yaml").write_text("clients: []\n")
+    app = create_app(None, {"database_url": database_url, "keys_dir": str(tmp_path / "keys"),
+                            "clients_file": str(tmp_path / "clients.yaml")}, base_dir=tmp_path)
+    upgrade_database(app)
+    backend = app.extensions["op.store"].backend
+    assert isinstance(backend, SqlStore)
+    return backend
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("redis", marks=pytest.mark.redis)])
+def store(request, tmp_path):
+    """(backend, prefix): every key a test uses starts with its own prefix."""
+    prefix = f"test-store:{uuid.uuid4().hex[:10]}:"
+    if request.param == "sqlite":
+        backend = _sql_store(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+        assert backend.engine.dialect.name == "sqlite"
+        yield backend, prefix
+        backend.engine.dispose()
+    elif request.param == "postgres":
+        import psycopg
+
+        require_service("PostgreSQL", lambda: psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close())
+        url, drop = _postgres_database()
+        try:
+            backend = _sql_store(tmp_path, url)
+            assert backend.engine.dialect.name == "postgresql"
+            yield backend, prefix
+            backend.engine.dispose()
+        finally:
+            drop()
+    else:
+        import redis
+
+        require_service("Redis", lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
+        from oidc_provider.store.redis import RedisStore
+
+        backend = RedisStore(REDIS_URL)
+        try:
+            yield backend, prefix
+        finally:
+            leftovers = list(backend.client.scan_iter(f"{prefix}*"))
+            if leftovers:
+                backend.client.delete(*leftovers)
+            backend.client.close()
+
+
+@pytest.fixture
+def s(store):
+    return store[0]
+
+
+@pytest.fixture
+def key(store):
+    prefix = store[1]
+    return lambda name: prefix + name
+
+
+def run_together(count: int, func) -> list:
+    """Call func(i) from `count` threads released at the same instant; return results in order."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list = []
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait(10)
+            results[index] = func(index)
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a worker hung"
+    assert not errors, errors
+    return results
+
+
+# -- get, set, delete -------------------------------------------------------------------
+
+def test_ping(s):
+    assert s.ping() is True
+
+
+def test_get_of_a_missing_key_is_none(s, key):
+    assert s.get(key("never-set")) is None
+
+
+def test_set_then_get_returns_the_value(s, key):
+    s.set(key("a"), "alpha", 60)
+    assert s.get(key("a")) == "alpha"
+    assert s.get(key("b")) is None  # keys are independent
+
+
+def test_set_overwrites(s, key):
+    s.set(key("a"), "one", 60)
+    s.set(key("a"), "two", 60)
+    assert s.get(key("a")) == "two"
+
+
+def test_values_round_trip_unchanged(s, key):
+    value = '{"sub":"ü-ß","n":[1,2,3],"q":"it\'s \\"quoted\\""}' + "x" * 5000
+    s.set(key("json"), value, 60)
+    assert s.get(key("json")) == value
+
+
+def test_delete_removes_and_missing_delete_is_harmless(s, key):
+    s.set(key("a"), "alpha", 60)
+    s.delete(key("a"))
+    assert s.get(key("a")) is None
+    s.delete(key("a"))  # already gone
+    s.delete(key("never-set"))
+    assert s.get(key("a")) is None
+
+
+# -- expiry -----------------------------------------------------------------------------
+
+def test_value_expires_after_its_ttl(s, key):
+    s.set(key("short"), "v", 0.3)
+    s.set(key("long"), "v", 60)
+    assert s.get(key("short")) == "v"
+    time.sleep(0.6)
+    assert s.get(key("short")) is None
+    assert s.get(key("long")) == "v"
+
+
+def test_set_again_restarts_the_ttl(s, key):
+    s.set(key("a"), "one", 0.3)
+    s.set(key("a"), "two", 60)
+    time.sleep(0.6)
+    assert s.get(key("a")) == "two"
+
+
+# -- add --------------------------------------------------------------------------------
+
+def test_add_sets_only_when_absent(s, key):
+    assert s.add(key("a"), "first", 60) is True
+    assert s.add(key("a"), "second", 60) is False
+    assert s.get(key("a")) == "first"
+
+
+def test_add_after_expiry_sets_again(s, key):
+    assert s.add(key("a"), "first", 0.3) is True
+    time.sleep(0.6)
+    assert s.add(key("a"), "second", 60) is True
+    assert s.get(key("a")) == "second"
+    time.sleep(0.4)  # the new value has the new ttl, not the old one
+    assert s.get(key("a")) == "second"
+
+
+def test_add_after_delete_sets_again(s, key):
+    assert s.add(key("a"), "first", 60) is True
+    s.delete(key("a"))
+    assert s.add(key("a"), "second", 60) is True
+    assert s.get(key("a")) == "second"
+
+
+# -- take -------------------------------------------------------------------------------
+
+def test_take_returns_the_value_once(s, key):
+    s.set(key("code"), "payload", 60)
+    assert s.take(key("code")) == "payload"
+    assert s.take(key("code")) is None
+    assert s.get(key("code")) is None
+
+
+def test_take_of_missing_or_expired_is_none(s, key):
+    assert s.take(key("never-set")) is None
+    s.set(key("code"), "payload", 0.3)
+    time.sleep(0.6)
+    assert s.take(key("code")) is None
+    assert s.add(key("code"), "fresh", 60) is True  # nothing is left behind
+
+
+# -- incr -------------------------------------------------------------------------------
+
+def test_incr_counts_from_one(s, key):
+    assert [s.incr(key("n"), 60) for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert s.incr(key("other"), 60) == 1
+
+
+def test_incr_window_restarts_after_expiry(s, key):
+    assert s.incr(key("n"), 0.4) == 1
+    assert s.incr(key("n"), 0.4) == 2
+    time.sleep(0.7)
+    assert s.incr(key("n"), 0.4) == 1
+    assert s.incr(key("n"), 0.4) == 2
+
+
+def test_incr_window_starts_at_the_first_increment(s, key):
+    """Later increments do not extend the window (else steady guessing never resets)."""
+    assert s.incr(key("n"), 1.0) == 1
+    time.sleep(0.6)
+    assert s.incr(key("n"), 1.0) == 2  # inside the window
+    time.sleep(0.6)  # 1.2 s after the first increment, 0.6 s after the second
+    assert s.incr(key("n"), 1.0) == 1
+
+
+def test_delete_resets_a_counter(s, key):
+    s.incr(key("n"), 60)
+    s.incr(key("n"), 60)
+    s.delete(key("n"))
+    assert s.incr(key("n"), 60) == 1
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+def test_concurrent_take_gives_the_value_to_exactly_one(s, key):
+    for round_ in range(ROUNDS):
+        name = key(f"code-{round_}")
+        s.set(name, f"payload-{round_}", 60)
+        results = run_together(THREADS, lambda _i, name=name: s.take(name))
+        winners = [value for value in results if value is not None]
+        assert winners == [f"payload-{round_}"], results
+        assert s.get(name) is None
+
+
+def test_concurrent_incr_counts_every_call(s, key):
+    for round_ in range(ROUNDS):
+        name = key(f"counter-{round_}")
+        results = run_together(THREADS, lambda _i, name=name: s.incr(name, 60))
+        assert sorted(results) == list(range(1, THREADS + 1)), results  # distinct, none lost
+        assert s.incr(name, 60) == THREADS + 1  # the stored count is exactly N
+
+
+def test_concurrent_add_sets_exactly_once(s, key):
+    for round_ in range(ROUNDS):
+        name = key(f"once-{round_}")
+        results = run_together(THREADS, lambda i, name=name: s.add(name, f"writer-{i}", 60))
+        assert results.count(True) == 1, results
+        assert s.get(name) == f"writer-{results.index(True)}"

@@ -22,13 +22,14 @@ class Provider:
     settings: Settings
     base_dir: Path
     store: object
+    otp: object
     keyring: object
     secret: object
     clients: object
     tokens: object
     sessions: object
-    factors: object
-    delivery: object  # oidc_provider.delivery.Delivery: email, SMS, voice (and the dev outbox)
+    delivery: object  # email, SMS, voice (and the dev outbox)
+    factors: object = None  # built from the services above
     server: object = None
 
 
@@ -51,6 +52,7 @@ def database_uri(settings: Settings, base_dir: Path) -> str:
 def create_app(config_path: str | os.PathLike | None = None, overrides: dict | None = None, base_dir=None) -> Flask:
     """Build the app; nothing happens at import time (Flask's application factory)."""
     from .authn.factors import build_registry
+    from .authn.otp import OneTimeSecrets
     from .authn.session import SessionService
     from .delivery import Delivery
     from .errors import register_error_handlers
@@ -93,10 +95,8 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     store = create_store(settings, engine)
-    app.extensions["op.store"] = store
     keyring = KeyRing(keys_dir)
     delivery = Delivery(settings, base_dir)
-    app.extensions["op.delivery"] = delivery  # before the factors, which send through it
     op = Provider(
         settings=settings,
         base_dir=base_dir,
@@ -106,9 +106,10 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         clients=ClientRegistry(resolve_path(base_dir, settings.clients_file), secret.derive("client-secret")),
         tokens=TokenService(settings, keyring, store),
         sessions=SessionService(store, settings.lifetimes.session),
-        factors=build_registry(app),
         delivery=delivery,
+        otp=OneTimeSecrets(store, settings, secret.derive("one-time-secrets")),
     )
+    op.factors = build_registry(op)
     app.extensions["op"] = op
     op.server = create_authorization_server(app, op)
 

@@ -32,6 +32,15 @@ MESSAGES = {
     "method_not_allowed": "This address does not accept that kind of request.",
     "server_error": "Something went wrong on our side. Please try again.",
     "csrf": "This form has expired or was not sent by this site. Go back, reload and try again.",
+    "login_missing": "Enter your username or email address first.",
+    "code_failed": "That code is not right, has expired or was already used. Try again or send a new code.",
+    "rate_limited": "Too many codes were requested. Wait a while before asking for another.",
+    "resend_too_soon": "A code was sent moments ago. Wait a little before asking for another.",
+    "delivery_failed": "We could not send the message just now. Try again, or choose another method.",
+    "link_invalid": "This sign-in link has expired or was already used. Ask for a new one.",
+    "factor_not_allowed": "That method cannot be used for this step. Choose another.",
+    "mfa_unavailable": "This sign-in needs a second method, but the account has none it can use yet "
+                       "(a verified email address and phone number, or another factor).",
 }
 
 

@@ -289,3 +289,32 @@ def token_request(provider: Provider, data: dict, client: str | None = "web", au
     elif client and auth == "none":
         data = {**data, "client_id": client}
     return requests.post(f"{provider.url}/oidc/token", data=data, timeout=15, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def plain_smtp():
+    """A real SMTP server on loopback that keeps every message (aiosmtpd)."""
+    from tests.servers import start_smtp
+
+    server, controller = start_smtp()
+    yield server
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_server():
+    """A real HTTP server standing in for the SMS/voice gateways; records what it gets."""
+    from tests.servers import start_gateway
+
+    server, thread = start_gateway()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def gateway(gateway_server):
+    gateway_server.reset()
+    yield gateway_server
+    gateway_server.reset()

@@ -13,6 +13,8 @@ import time
 
 from flask import current_app, redirect, request, url_for
 
+from . import chain
+
 BROWSER_COOKIE = "op_interaction"
 
 
@@ -26,21 +28,22 @@ def _lifetime() -> int:
 
 # -- named checks, as in node-oidc-provider: which prompt, and why ------------------
 
-def login_needed(session, prompts: set[str], max_age: int | None, done: dict, now: float) -> str | None:
-    """Why the user must sign in, or None. A login done in this interaction satisfies all."""
+def login_needed(session, params: dict, prompts: set[str], max_age: int | None, record: dict | None,
+                 now: float) -> tuple[str | None, list]:
+    """Why the user must act before a code can be issued (or None), and the factors that count."""
     if session is None:
-        return "login:no_session"
-    if done.get("login_done"):
-        return None
-    if "login" in prompts:
-        return "login:prompt"
-    if max_age is not None and now - session.auth_time > max_age:  # OIDC Core 3.1.2.1
-        return "login:max_age"
-    return None
+        return "login:no_session", []
+    started = record["created_at"] if record else None
+    usable, bound = chain.usable_factors(session.factors, prompts, max_age, started, now)
+    if not usable:
+        return bound or "login:no_session", []
+    if chain.missing(chain.requirement_for(params), usable):
+        return "login:mfa", usable
+    return None, usable
 
 
-def consent_needed(op, client, user, scope: str, prompts: set[str], done: dict) -> str | None:
-    if done.get("consent_done"):
+def consent_needed(op, client, user, scope: str, prompts: set[str], record: dict | None) -> str | None:
+    if record and record.get("consent_done"):
         return None
     if "consent" in prompts:
         return "consent:prompt"
@@ -63,7 +66,7 @@ def start(datalist: dict, client, need: str, previous: dict | None):
             "uid": secrets.token_urlsafe(24),
             "params": datalist,
             "client_id": client.client_id,
-            "created_at": int(time.time()),
+            "created_at": time.time(),
             "browser": secrets.token_urlsafe(24),
         }
     record["step"] = "login" if need.startswith("login") else "consent"

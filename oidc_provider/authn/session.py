@@ -20,7 +20,7 @@ class FactorUse:
     factor: str  # factor id
     amr: str
     flow: str
-    at: int  # when it was completed (epoch seconds)
+    at: float  # when it was completed (epoch seconds)
 
 
 @dataclass
@@ -36,13 +36,7 @@ class IdpSession:
     @property
     def auth_time(self) -> int:
         """OIDC Core 2: time of the most recent authentication of the user."""
-        return max(use.at for use in self.factors)
-
-    def fresh_factors(self, max_age: int | None = None, now: float | None = None) -> list[FactorUse]:
-        if max_age is None:
-            return list(self.factors)
-        now = now or time.time()
-        return [use for use in self.factors if now - use.at <= max_age]
+        return auth_time(self.factors)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +46,10 @@ class IdpSession:
         data = dict(data)
         data["factors"] = [FactorUse(**use) for use in data.get("factors", [])]
         return cls(**data)
+
+
+def auth_time(factors: list[FactorUse]) -> int:
+    return int(max(use.at for use in factors))
 
 
 def authentication_result(factors: list[FactorUse], single_factor_acr: str | None) -> tuple[str | None, list[str]]:

@@ -19,7 +19,7 @@ from joserfc.errors import JoseError
 
 from ..authn import interaction as interactions
 from ..authn.session import COOKIE as SESSION_COOKIE
-from ..authn.session import authentication_result
+from ..authn.session import auth_time, authentication_result
 from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
@@ -211,19 +211,20 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
     params = oauth_request.payload.data
     prompts = set((params.get("prompt") or "").split())
     client = grant.client
-    done = interaction or {}
-    need = interactions.login_needed(session if user else None, prompts, max_age, done, time.time())
+    need, usable = interactions.login_needed(session if user else None, params, prompts, max_age, interaction,
+                                             time.time())
     if need is None:
-        need = interactions.consent_needed(op, client, user, grant.request.scope, prompts, done)
+        need = interactions.consent_needed(op, client, user, grant.request.scope, prompts, interaction)
     if need is not None:
         if "none" in prompts:  # OIDC Core 3.1.2.6
             error = "login_required" if need.startswith("login") else "consent_required"
             return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
         return interactions.start(datalist, client, need, interaction)
 
-    acr, amr = authentication_result(session.factors, op.settings.single_factor_acr)
+    acr, amr = authentication_result(usable, op.settings.single_factor_acr)
+    context = AuthContext(auth_time=auth_time(usable), acr=acr, amr=amr, sid=session.sid)
     grant.request.user = user
-    grant.request.auth_context = AuthContext(auth_time=session.auth_time, acr=acr, amr=amr, sid=session.sid)
+    grant.request.auth_context = context
     grant.request.resources = resources
     code = grant.generate_authorization_code()
     grant.save_authorization_code(code, grant.request)

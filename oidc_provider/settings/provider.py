@@ -105,6 +105,23 @@ class Gateway(Strict):
         return self
 
 
+class Otp(Strict):
+    """One-time codes and links sent by email, SMS or voice (NIST SP 800-63B 5.1.3)."""
+
+    length: int = Field(6, ge=6, le=10)  # digits of a code
+    lifetime: int = Field(5 * 60, gt=0, le=3600)  # a code expires after this
+    link_lifetime: int = Field(15 * 60, gt=0, le=3600)  # a magic link expires after this
+    max_attempts: int = Field(5, gt=0, le=10)  # wrong tries before a code is dead
+    resend_cooldown: int = Field(30, ge=0)  # seconds before another code for the same login
+    rate_window: int = Field(15 * 60, gt=0)  # the window of the three limits below
+    per_user_limit: int = Field(5, gt=0)  # codes and links sent to one account per window
+    per_destination_limit: int = Field(5, gt=0)  # ... to one address or number per window
+    per_ip_limit: int = Field(30, gt=0)  # ... asked for from one IP address per window
+
+
+FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email")
+
+
 class Settings(Strict):
     issuer: HttpUrl = "http://127.0.0.1:5000"  # type: ignore[assignment]
     database_url: str = "sqlite:///instance/oidc.db"  # relative paths are from the base dir
@@ -124,6 +141,9 @@ class Settings(Strict):
     email: Email = Email()  # how email reaches users; unset: dev outbox only
     sms: Gateway = Gateway()  # how text messages reach users; unset: dev outbox only
     voice: Gateway = Gateway()  # how voice calls reach users; unset: dev outbox only
+    otp: Otp = Otp()
+    # Enabled factors, in the order the sign-in page offers them ("email" is the magic link).
+    factors: list[Literal[FACTOR_IDS]] = list(FACTOR_IDS)  # type: ignore[valid-type]
 
     @field_validator("resources")
     @classmethod

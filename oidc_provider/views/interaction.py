@@ -1,4 +1,10 @@
-"""The pages a person sees during a sign-in: login, consent, logout confirmation."""
+"""The pages a person sees during a sign-in: the factors, consent, logout confirmation.
+
+Each step re-renders with a catalogued message on failure and works without
+JavaScript. After every completed factor the browser goes back to
+`/oidc/auth/resume/<uid>`, which decides whether another factor, consent, or the
+code comes next.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ import time
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from ..authn import interaction as interactions
+from ..authn.chain import next_factors, usable_factors
+from ..authn.otp import SendRefused
 from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.session import FactorUse
+from ..delivery import DeliveryError
 from ..errors import MESSAGES, error_page
 from ..extensions import db
 from ..models import User, record_audit
@@ -23,14 +32,17 @@ SCOPE_DESCRIPTIONS = {
     "phone": "See your phone number",
     "offline_access": "Keep access while you are away",
 }
+FACTOR_LABELS = {
+    "password": "Password",
+    "email-otp": "Email me a code",
+    "sms": "Text me a code",
+    "voice": "Call me with a code",
+    "email": "Email me a sign-in link",
+}
 
 
 def _op():
     return current_app.extensions["op"]
-
-
-def _client(record):
-    return _op().clients.get(record["client_id"])
 
 
 def _first(record, name):
@@ -38,41 +50,103 @@ def _first(record, name):
     return values[0]
 
 
-@bp.get("/interaction/<uid>")
-def show(uid: str):
+def _session():
+    return _op().sessions.load(request.cookies.get(SESSION_COOKIE))
+
+
+def _load(uid):
+    """The interaction and its client, or an error page."""
     record, problem = interactions.load_for_browser(uid)
     if problem:
-        return error_page(problem, 400)
-    client = _client(record)
+        return None, None, error_page(problem, 400)
+    client = _op().clients.get(record["client_id"])
     if client is None:
-        return error_page("invalid_client", 400)
-    if record["step"] == "consent":
-        return _render_consent(record, client)
-    return _render_login(record, client)
+        return None, None, error_page("invalid_client", 400)
+    return record, client, None
 
 
-def _render_login(record, client, error: str | None = None, login: str | None = None, status: int = 200):
-    return (
-        render_template(
-            "login.html",
-            uid=record["uid"],
-            client_name=client.config.client_name or client.client_id,
-            login=login if login is not None else (_first(record, "login_hint") or ""),
-            error=MESSAGES[error] if error else None,
-        ),
-        status,
-    )
+def _signed_in_user(record):
+    """The user of an earlier step of this login (step-up), with the factors that count."""
+    session = _session()
+    if session is None or record["step"] != "login" or record.get("reason") != "login:mfa":
+        return None, []
+    params = {k: v[0] for k, v in record["params"].items() if v}
+    prompts = set((params.get("prompt") or "").split())
+    max_age = int(params["max_age"]) if (params.get("max_age") or "").isdigit() else None
+    usable, _ = usable_factors(session.factors, prompts, max_age, record["created_at"], time.time())
+    user = db.session.get(User, session.sub)
+    return (user, usable) if user and usable else (None, [])
 
 
-def _render_consent(record, client):
-    scopes = (_first(record, "scope") or "").split()
-    allowed = [s for s in scopes if s in client.config.scopes]
+def _context(record):
+    return {"binding": record["uid"], "ip": request.remote_addr}
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+def _page(template, record, client, status=200, error=None, **values):
     return render_template(
-        "consent.html",
-        uid=record["uid"],
-        client_name=client.config.client_name or client.client_id,
-        scopes=[(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in allowed],
+        template, uid=record["uid"], client_name=client.config.client_name or client.client_id,
+        error=MESSAGES[error] if error else None, labels=FACTOR_LABELS, **values,
+    ), status
+
+
+def _render_step(record, client, error=None, status=200, login=None):
+    pending = record.get("pending")
+    if record["step"] == "consent":
+        scopes = [s for s in (_first(record, "scope") or "").split() if s in client.config.scopes]
+        return _page("consent.html", record, client, scopes=[(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scopes])
+    if pending:
+        template = "link_sent.html" if pending["kind"] == "link" else "code.html"
+        return _page(template, record, client, status, error, pending=pending)
+    user, usable = _signed_in_user(record)
+    if user is not None:
+        choices = next_factors(_op().factors.available_for(user), usable)
+        if not choices:
+            return error_page("mfa_unavailable", 403)
+        return _page("choose_factor.html", record, client, status, error, choices=choices,
+                     done=[use.amr for use in usable])
+    passwordless = [f for f in _op().factors if f.id != "password"]
+    return _page("login.html", record, client, status, error, passwordless=passwordless,
+                 login=login if login is not None else (_first(record, "login_hint") or ""))
+
+
+@bp.get("/interaction/<uid>")
+def show(uid: str):
+    record, client, failure = _load(uid)
+    if failure:
+        return failure
+    pending = record.get("pending")
+    if pending and pending["kind"] == "link" and record.get("link_confirmed"):
+        user = db.session.get(User, pending["user_id"])
+        return _complete(record, client, user, _op().factors.get(pending["factor"]))
+    return _render_step(record, client)
+
+
+# -- completing a factor -----------------------------------------------------------------------
+
+def _complete(record, client, user, factor):
+    op = _op()
+    session = op.sessions.record_factor(
+        _session(), user.id, FactorUse(factor=factor.id, amr=factor.amr, flow=factor.flow, at=time.time())
     )
+    for key in ("pending", "link_confirmed"):
+        record.pop(key, None)
+    record["sub"] = user.id
+    interactions.save(record)
+    record_audit("factor.succeeded", user_id=user.id, client_id=client.client_id, ip=request.remote_addr,
+                 factor=factor.id)
+    response = redirect(url_for("oidc.resume", uid=record["uid"]), code=303)
+    response.set_cookie(
+        SESSION_COOKIE, session.id, httponly=True, samesite="Lax", path="/",
+        secure=current_app.config["SESSION_COOKIE_SECURE"], max_age=op.settings.lifetimes.session,
+    )
+    return response
+
+
+def _failed(record, client, user, factor, reason):
+    record_audit("factor.failed", user_id=user.id if user else None, client_id=client.client_id,
+                 ip=request.remote_addr, factor=factor.id, reason=reason)
 
 
 def _deny(record, client):
@@ -85,77 +159,175 @@ def _deny(record, client):
     })
 
 
+# -- password -----------------------------------------------------------------------------------
+
 @bp.post("/interaction/<uid>/login")
 def login(uid: str):
-    record, problem = interactions.load_for_browser(uid)
-    if problem:
-        return error_page(problem, 400)
-    client = _client(record)
-    if client is None:
-        return error_page("invalid_client", 400)
+    record, client, failure = _load(uid)
+    if failure:
+        return failure
     if request.form.get("action") == "cancel":
         return _deny(record, client)
-    op = _op()
-    login_name = (request.form.get("login") or "")[:320]
+    factor = _op().factors.get("password")
+    signed_in, usable = _signed_in_user(record)
+    if signed_in is not None:  # password as a later step: it is this user's password
+        user, login_name = signed_in, signed_in.username
+        if factor not in next_factors([factor], usable):
+            return _render_step(record, client, error="factor_not_allowed", status=400)
+    else:
+        login_name = (request.form.get("login") or "")[:320]
+        user = User.find_by_login(login_name) if login_name else None
     password = (request.form.get("password") or "")[:1024]
-    user = User.find_by_login(login_name) if login_name else None
-    factor = op.factors.get("password")
-    result = factor.verify(user, {"login": login_name, "password": password}, {})
+    result = factor.verify(user, {"login": login_name, "password": password}, _context(record))
     if not result.ok:
-        record_audit("login.failed", user_id=user.id if user else None, client_id=client.client_id,
-                     ip=request.remote_addr, factor=factor.id, reason=result.reason)
-        return _render_login(record, client, error="login_failed", login=login_name, status=401)
-    current = op.sessions.load(request.cookies.get(SESSION_COOKIE))
-    session = op.sessions.record_factor(
-        current, user.id, FactorUse(factor=factor.id, amr=factor.amr, flow=factor.flow, at=int(time.time()))
-    )
-    record.update(login_done=True, sub=user.id)
-    interactions.save(record)
-    record_audit("login.succeeded", user_id=user.id, client_id=client.client_id, ip=request.remote_addr,
-                 factor=factor.id)
-    response = redirect(url_for("oidc.resume", uid=uid), code=303)
-    response.set_cookie(
-        SESSION_COOKIE, session.id, httponly=True, samesite="Lax", path="/",
-        secure=current_app.config["SESSION_COOKIE_SECURE"], max_age=op.settings.lifetimes.session,
-    )
-    return response
+        _failed(record, client, user, factor, result.reason)
+        return _render_step(record, client, error="login_failed", status=401, login=login_name)
+    return _complete(record, client, user, factor)
 
+
+# -- codes and links ----------------------------------------------------------------------------
+
+def _send(record, client, factor, user, login_name):
+    try:
+        result = factor.begin(user, _context(record))
+    except SendRefused as refused:
+        return _render_step(record, client, error=refused.message_id, status=429)
+    except DeliveryError as exc:
+        current_app.logger.warning("delivery of %s failed: %s", factor.id, exc)
+        return _render_step(record, client, error="delivery_failed", status=503)
+    record["pending"] = {
+        "factor": factor.id, "kind": factor.kind, "challenge": result["challenge"],
+        "user_id": user.id if user and result["challenge"] else None,
+        "sent_to": result.get("sent_to"), "login": login_name,
+    }
+    interactions.save(record)
+    return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
+
+
+@bp.post("/interaction/<uid>/start")
+def start(uid: str):
+    """Send a code or a link for the chosen factor."""
+    record, client, failure = _load(uid)
+    if failure:
+        return failure
+    factor = _op().factors.get(request.form.get("factor", ""))
+    if factor is None or factor.id == "password":
+        return _render_step(record, client, error="factor_not_allowed", status=400)
+    signed_in, usable = _signed_in_user(record)
+    if signed_in is not None:
+        if factor not in next_factors(_op().factors.available_for(signed_in), usable):
+            return _render_step(record, client, error="factor_not_allowed", status=400)
+        return _send(record, client, factor, signed_in, signed_in.username)
+    login_name = (request.form.get("login") or "").strip()[:320]
+    if not login_name:
+        return _render_step(record, client, error="login_missing", status=400)
+    return _send(record, client, factor, User.find_by_login(login_name), login_name)
+
+
+@bp.post("/interaction/<uid>/resend")
+def resend(uid: str):
+    record, client, failure = _load(uid)
+    if failure:
+        return failure
+    pending = record.get("pending")
+    if not pending:
+        return redirect(url_for("interaction.show", uid=uid), code=303)
+    user = db.session.get(User, pending["user_id"]) if pending["user_id"] else User.find_by_login(pending["login"])
+    return _send(record, client, _op().factors.get(pending["factor"]), user, pending["login"])
+
+
+@bp.post("/interaction/<uid>/restart")
+def restart(uid: str):
+    """Choose another method."""
+    record, _, failure = _load(uid)
+    if failure:
+        return failure
+    record.pop("pending", None)
+    interactions.save(record)
+    return redirect(url_for("interaction.show", uid=uid), code=303)
+
+
+@bp.post("/interaction/<uid>/verify")
+def verify(uid: str):
+    record, client, failure = _load(uid)
+    if failure:
+        return failure
+    pending = record.get("pending")
+    if not pending or pending["kind"] != "code":
+        return redirect(url_for("interaction.show", uid=uid), code=303)
+    factor = _op().factors.get(pending["factor"])
+    user = db.session.get(User, pending["user_id"]) if pending["user_id"] else None
+    code = (request.form.get("code") or "")[:32]
+    result = factor.verify(user, {"code": code}, {**_context(record), "challenge": pending["challenge"]})
+    if not result.ok:
+        _failed(record, client, user, factor, result.reason)
+        return _render_step(record, client, error="code_failed", status=401)
+    return _complete(record, client, user, factor)
+
+
+@bp.get("/interaction/link/<token>")
+def link(token: str):
+    """A GET only shows a button: mail scanners that fetch links must not use them up."""
+    if _op().otp.find_by_link(token) is None:
+        return error_page("link_invalid", 400)
+    return render_template("link_confirm.html", token=token)
+
+
+@bp.post("/interaction/link/<token>")
+def confirm_link(token: str):
+    op = _op()
+    found = op.otp.find_by_link(token)
+    if found is None:
+        return error_page("link_invalid", 400)
+    challenge, challenge_record = found
+    record = op.store.get(f"interaction:{challenge_record['binding']}")
+    factor = op.factors.get(challenge_record["factor"])
+    user = db.session.get(User, challenge_record["user_id"])
+    context = {"binding": challenge_record["binding"], "challenge": challenge}
+    if record is None or user is None or not factor.verify(user, {"token": token}, context).ok:
+        return error_page("link_invalid", 400)
+    record["link_confirmed"] = True
+    interactions.save(record)
+    own, _ = interactions.load_for_browser(record["uid"])
+    if own is not None:  # the browser that asked: carry on here
+        return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
+    # Another browser or device: the original login continues there; this one stays signed out.
+    return render_template("link_done.html")
+
+
+# -- consent ------------------------------------------------------------------------------------
 
 @bp.post("/interaction/<uid>/consent")
 def consent(uid: str):
-    record, problem = interactions.load_for_browser(uid)
-    if problem:
-        return error_page(problem, 400)
-    client = _client(record)
-    if client is None:
-        return error_page("invalid_client", 400)
+    record, client, failure = _load(uid)
+    if failure:
+        return failure
     if request.form.get("action") != "approve":
         return _deny(record, client)
     op = _op()
-    if not record.get("sub"):
-        session = op.sessions.load(request.cookies.get(SESSION_COOKIE))
-        if session is None:
-            return error_page("interaction_expired", 400)
-        record["sub"] = session.sub
+    session = _session()
+    if session is None:
+        return error_page("interaction_expired", 400)
     scopes = set(client.get_allowed_scope(_first(record, "scope")).split())
-    key = f"consent:{record['sub']}:{client.client_id}"
+    key = f"consent:{session.sub}:{client.client_id}"
     op.store.set(key, sorted(scopes | set(op.store.get(key) or [])), op.settings.lifetimes.consent)
     record["consent_done"] = True
     interactions.save(record)
-    record_audit("consent.given", user_id=record["sub"], client_id=client.client_id, ip=request.remote_addr,
+    record_audit("consent.given", user_id=session.sub, client_id=client.client_id, ip=request.remote_addr,
                  scopes=sorted(scopes))
     return redirect(url_for("oidc.resume", uid=uid), code=303)
 
+
+# -- logout -------------------------------------------------------------------------------------
 
 @bp.post("/logout/confirm")
 def logout_confirm():
     """The user confirmed a logout that came without an id_token_hint."""
     op = _op()
-    session = op.sessions.load(request.cookies.get(SESSION_COOKIE))
     post_logout = request.form.get("post_logout_redirect_uri")
     client = op.clients.get(request.form.get("client_id"))
     if post_logout and (client is None or not client.check_post_logout_redirect_uri(post_logout)):
         post_logout = None
     if request.form.get("action") != "logout":
         return redirect(post_logout) if post_logout else render_template("logged_out.html", kept=True)
-    return finish_logout(session, post_logout, request.form.get("state"))
+    return finish_logout(_session(), post_logout, request.form.get("state"))

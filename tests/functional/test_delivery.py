@@ -10,17 +10,11 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass
-from email import message_from_bytes, policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -37,16 +31,11 @@ from oidc_provider.extensions import db
 from oidc_provider.models import OutboxMessage
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import start_provider
+from tests.servers import Mailbox, Received, SmtpServer, free_port  # noqa: F401
 
 SMTP_USER, SMTP_PASSWORD = "mailer", "smtp-secret-pw"
 HOOK_TOKEN, TWILIO_SID, TWILIO_TOKEN = "hook-token-xyz", "AC0123456789", "twilio-secret-xyz"
 CODE = "482913"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unique_email() -> str:
@@ -57,61 +46,12 @@ def unique_phone() -> str:
     return f"+1555{uuid.uuid4().int % 10**7:07d}"
 
 
-# -- a real SMTP server -----------------------------------------------------------------
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: object  # email.message.EmailMessage
-    tls: bool
-    login: LoginPassword | None
-
-
-class Mailbox:
-    """aiosmtpd handler that keeps what arrives; refuses recipients at refused.example."""
-
-    def __init__(self):
-        self.messages: list[Received] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.endswith("@refused.example"):
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        tls = server.transport.get_extra_info("ssl_object") is not None  # STARTTLS or implicit
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls,
-                                      session.auth_data))
-        return "250 OK"
-
-    def to(self, address: str) -> list[Received]:
-        return [received for received in self.messages if address in received.rcpt_tos]
-
-
 def check_login(server, session, envelope, mechanism, auth_data):
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
         SMTP_USER.encode(), SMTP_PASSWORD.encode())
     if ok:
         return AuthResult(success=True, auth_data=auth_data)
     return AuthResult(success=False, handled=False)  # aiosmtpd answers 535
-
-
-@dataclass
-class SmtpServer:
-    mailbox: Mailbox
-    port: int
-
-
-@pytest.fixture(scope="module")
-def plain_smtp():
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, server_hostname="mx.test")
-    controller.start()
-    yield SmtpServer(mailbox, port)
-    controller.stop()
 
 
 @pytest.fixture(scope="module")
@@ -168,74 +108,6 @@ def implicit_tls_smtp(certificate):
     controller.start()
     yield SmtpServer(mailbox, port)
     controller.stop()
-
-
-# -- a real HTTP server for the gateways ------------------------------------------------
-
-@dataclass
-class HttpRequest:
-    path: str
-    headers: object  # email.message.Message: case-insensitive .get()
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-    def form(self) -> dict:
-        return {key: values[0] for key, values in parse_qs(self.body.decode()).items()}
-
-
-class GatewayHandler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.received.append(HttpRequest(self.path, self.headers, body))
-        time.sleep(self.server.delay)
-        status = self.server.status
-        answer = json.dumps({"sid": "SM0001"} if status < 300 else
-                            {"code": 21211, "message": "The 'To' number is not a valid phone number."}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args):
-        pass
-
-
-class Gateway(ThreadingHTTPServer):
-    """Stands in for a webhook receiver and for Twilio: records requests, answers `status`."""
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), GatewayHandler)
-        self.received: list[HttpRequest] = []
-        self.status, self.delay = 200, 0.0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def reset(self) -> None:
-        self.received.clear()
-        self.status, self.delay = 200, 0.0
-
-
-@pytest.fixture(scope="module")
-def gateway_server():
-    server = Gateway()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture
-def gateway(gateway_server):
-    gateway_server.reset()
-    yield gateway_server
-    gateway_server.reset()
 
 
 # -- providers --------------------------------------------------------------------------

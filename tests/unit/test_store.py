@@ -31,7 +31,7 @@ def _sql_store(tmp_path, database_url):
     app = create_app(None, {"database_url": database_url, "keys_dir": str(tmp_path / "keys"),
                             "clients_file": str(tmp_path / "clients.yaml")}, base_dir=tmp_path)
     upgrade_database(app)
-    backend = app.extensions["op.store"].backend
+    backend = app.extensions["op"].store.backend
     assert isinstance(backend, SqlStore)
     return backend
 

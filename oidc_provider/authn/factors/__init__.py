@@ -50,7 +50,20 @@ class FactorRegistry:
         return [factor for factor in self._factors.values() if factor.available_for(user)]
 
 
-def build_registry(app) -> FactorRegistry:
+def build_registry(op) -> FactorRegistry:
+    """The factors enabled in settings, in their configured order."""
+    from .email_otp import EmailOtpFactor
+    from .magic_link import MagicLinkFactor
     from .password import PasswordFactor
+    from .sms_otp import SmsOtpFactor
+    from .voice_otp import VoiceOtpFactor
 
-    return FactorRegistry([PasswordFactor(app.extensions["op.store"], app.config["OP_SETTINGS"])])
+    settings = op.settings
+    sent = {cls.id: cls for cls in (EmailOtpFactor, SmsOtpFactor, VoiceOtpFactor, MagicLinkFactor)}
+    factors = []
+    for factor_id in settings.factors:
+        if factor_id == "password":
+            factors.append(PasswordFactor(op.store, settings))
+        else:
+            factors.append(sent[factor_id](op.otp, op.delivery, settings))
+    return FactorRegistry(factors)

@@ -1,0 +1,12 @@
+"""Email OTP (`email-otp`): a code sent to the user's verified primary email address."""
+
+from .codes import CodeFactor, ToVerifiedEmail
+
+
+class EmailOtpFactor(ToVerifiedEmail, CodeFactor):
+    id = "email-otp"
+    amr = "eml"
+    flow = "email"  # an email link and an email code are one flow: together they are not MFA
+
+    def deliver(self, destination, secret):
+        self.delivery.send_email(destination, "otp", {"code": secret, "minutes": self.minutes, "purpose": "sign in"})

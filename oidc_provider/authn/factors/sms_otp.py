@@ -1,0 +1,13 @@
+"""SMS OTP (`sms`): a code sent by text message to the user's verified phone number."""
+
+from .codes import CodeFactor, ToVerifiedPhone
+
+
+class SmsOtpFactor(ToVerifiedPhone, CodeFactor):
+    id = "sms"
+    amr = "sms"
+    flow = "phone"  # SMS and voice reach the same phone: together they are not MFA
+
+    def deliver(self, destination, secret):
+        self.delivery.send_sms(destination, f"{secret} is your sign-in code. It expires in {self.minutes} "
+                                            "minutes. Never share it.")

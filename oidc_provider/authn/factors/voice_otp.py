@@ -1,0 +1,14 @@
+"""Voice OTP (`voice`): the same kind of code, read out by a voice gateway's call."""
+
+from ...delivery import spell_digits
+from .codes import CodeFactor, ToVerifiedPhone
+
+
+class VoiceOtpFactor(ToVerifiedPhone, CodeFactor):
+    id = "voice"
+    amr = "tel"
+    flow = "phone"
+
+    def deliver(self, destination, secret):
+        spoken = spell_digits(secret)
+        self.delivery.send_voice(destination, f"Your sign-in code is {spoken}. Again, your code is {spoken}.")

@@ -1,0 +1,139 @@
+"""Real servers on 127.0.0.1 for the tests: an SMTP server (aiosmtpd) that keeps what
+arrives, and an HTTP server standing in for the SMS/voice gateways."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import LoginPassword
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- a real SMTP server -----------------------------------------------------------------
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: object  # email.message.EmailMessage
+    tls: bool
+    login: LoginPassword | None
+
+
+class Mailbox:
+    """aiosmtpd handler that keeps what arrives; refuses recipients at refused.example."""
+
+    def __init__(self):
+        self.messages: list[Received] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.endswith("@refused.example"):
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        tls = server.transport.get_extra_info("ssl_object") is not None  # STARTTLS or implicit
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls,
+                                      session.auth_data))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Received]:
+        return [received for received in self.messages if address in received.rcpt_tos]
+
+
+
+
+@dataclass
+class SmtpServer:
+    mailbox: Mailbox
+    port: int
+
+
+def start_smtp() -> tuple[SmtpServer, Controller]:
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, server_hostname="mx.test")
+    controller.start()
+    return SmtpServer(mailbox, port), controller
+
+
+# -- a real HTTP server for the gateways ------------------------------------------------
+
+@dataclass
+class HttpRequest:
+    path: str
+    headers: object  # email.message.Message: case-insensitive .get()
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    def form(self) -> dict:
+        return {key: values[0] for key, values in parse_qs(self.body.decode()).items()}
+
+
+class GatewayHandler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.received.append(HttpRequest(self.path, self.headers, body))
+        time.sleep(self.server.delay)
+        status = self.server.status
+        answer = json.dumps({"sid": "SM0001"} if status < 300 else
+                            {"code": 21211, "message": "The 'To' number is not a valid phone number."}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+class Gateway(ThreadingHTTPServer):
+    """Stands in for a webhook receiver and for Twilio: records requests, answers `status`."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), GatewayHandler)
+        self.received: list[HttpRequest] = []
+        self.status, self.delay = 200, 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.status, self.delay = 200, 0.0
+
+
+def start_gateway() -> tuple[Gateway, threading.Thread]:
+    server = Gateway()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def text_of(message) -> str:
+    """The plain-text part of a received email."""
+    part = message.get_body(preferencelist=("plain",))
+    return part.get_content()
+
+
+def code_in(text: str) -> str:
+    return re.search(r"\b(\d{6,10})\b", text).group(1)

@@ -174,6 +174,32 @@ def users_set_password(username, password_stdin):
         click.echo(f"password of {username} changed")
 
 
+@users.command("verify")
+@click.argument("username")
+@click.option("--email", "email", is_flag=True, help="mark the email address as verified")
+@click.option("--phone", "phone", is_flag=True, help="mark the phone number as verified")
+def users_verify(username, email, phone):
+    """Mark a user's email address and/or phone number as verified (checked by other means)."""
+    from .extensions import db as sqla
+    from .models import User, record_audit
+
+    if not (email or phone):
+        raise click.ClickException("say which: --email, --phone or both")
+    app = _app()
+    with app.app_context():
+        user = sqla.session.execute(sqla.select(User).filter_by(username=username)).scalar_one_or_none()
+        if user is None:
+            raise click.ClickException(f"no user {username!r}")
+        if email and not user.email or phone and not user.phone_number:
+            raise click.ClickException(f"{username} has no {'email address' if email else 'phone number'}")
+        user.email_verified = user.email_verified or email
+        user.phone_number_verified = user.phone_number_verified or phone
+        sqla.session.commit()
+        record_audit("contact.verified", user_id=user.id, actor="cli", email=email, phone=phone)
+        click.echo(f"{username}: email {'verified' if user.email_verified else 'unverified'}, "
+                   f"phone {'verified' if user.phone_number_verified else 'unverified'}")
+
+
 # -- clients ----------------------------------------------------------------------------
 
 @main.group()

@@ -32,6 +32,7 @@ MESSAGES = {
     "method_not_allowed": "This address does not accept that kind of request.",
     "server_error": "Something went wrong on our side. Please try again.",
     "csrf": "This form has expired or was not sent by this site. Go back, reload and try again.",
+    "signed_out": "Sign in to an application with this provider first, then come back to this page.",
     "login_missing": "Enter your username or email address first.",
     "code_failed": "That code is not right, has expired or was already used. Try again or send a new code.",
     "rate_limited": "Too many codes were requested. Wait a while before asking for another.",

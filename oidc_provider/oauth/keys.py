@@ -130,6 +130,7 @@ class _Loaded:
     signing: dict  # alg -> key
     published: KeySet
     jwks_bytes: bytes
+    stale_at: float  # when a retired key's publication ends: reload then even if nothing changed
 
 
 class KeyRing:
@@ -154,10 +155,12 @@ class KeyRing:
         stamp = self._stamp()
         entries = json.loads((self.path / KEYRING).read_text())["keys"]
         now = time.time()
-        signing, published = {}, []
+        signing, published, stale_at = {}, [], float("inf")
         for entry in entries:
-            if entry["state"] == "retired" and entry["published_until"] < now:
-                continue
+            if entry["state"] == "retired":
+                if entry["published_until"] < now:
+                    continue
+                stale_at = min(stale_at, entry["published_until"])
             key_data = json.loads((self.path / f"{entry['kid']}.jwk.json").read_text())
             key = RSAKey.import_key(key_data) if key_data["kty"] == "RSA" else ECKey.import_key(key_data)
             published.append(key)
@@ -168,14 +171,14 @@ class KeyRing:
             raise KeysNotReady(f"no active {', '.join(missing)} key: run 'oidc-provider keys generate'")
         key_set = KeySet(published)
         jwks = json.dumps(key_set.as_dict(private=False), separators=(",", ":")).encode()
-        return _Loaded(stamp, signing, key_set, jwks)
+        return _Loaded(stamp, signing, key_set, jwks, stale_at)
 
     def _current(self) -> _Loaded:
         now = time.monotonic()
         if now - self._checked_at >= self.CHECK_INTERVAL:
             with self._lock:
                 self._checked_at = now
-                if self._stamp() != self._loaded.stamp:
+                if self._stamp() != self._loaded.stamp or time.time() > self._loaded.stale_at:
                     self._loaded = self._load()
         return self._loaded
 

@@ -408,3 +408,19 @@ def test_unreadable_provider_yaml_names_the_file(tmp_path, clean_env, text):
 def test_missing_provider_yaml_names_the_file(tmp_path, clean_env):
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_a_retired_key_leaves_jwks_when_its_window_ends_without_any_file_change(tmp_path):
+    import time as _time
+
+    from oidc_provider.oauth.keys import KeyFolder, KeyRing
+
+    folder = KeyFolder(tmp_path)
+    folder.generate(("RS256", "ES256"))
+    folder.rotate(("RS256",), retire_after=2)
+    ring = KeyRing(tmp_path)
+    ring.CHECK_INTERVAL = 0
+    retired = [e["kid"] for e in folder.entries() if e["state"] == "retired"]
+    assert retired[0] in ring.jwks_bytes.decode()
+    _time.sleep(3.1)
+    assert retired[0] not in ring.jwks_bytes.decode()

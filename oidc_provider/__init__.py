@@ -29,6 +29,8 @@ class Provider:
     tokens: object
     sessions: object
     delivery: object  # email, SMS, voice (and the dev outbox)
+    lockout: object = None
+    devices: object = None
     factors: object = None  # built from the services above
     server: object = None
 
@@ -52,6 +54,8 @@ def database_uri(settings: Settings, base_dir: Path) -> str:
 def create_app(config_path: str | os.PathLike | None = None, overrides: dict | None = None, base_dir=None) -> Flask:
     """Build the app; nothing happens at import time (Flask's application factory)."""
     from .authn.factors import build_registry
+    from .authn.devices import Devices
+    from .authn.lockout import Lockout
     from .authn.otp import OneTimeSecrets
     from .authn.session import SessionService
     from .delivery import Delivery
@@ -109,6 +113,8 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         delivery=delivery,
         otp=OneTimeSecrets(store, settings, secret.derive("one-time-secrets")),
     )
+    op.lockout = Lockout(settings)
+    op.devices = Devices(secret.derive("trusted-devices"), settings)
     op.factors = build_registry(op)
     app.extensions["op"] = op
     op.server = create_authorization_server(app, op)

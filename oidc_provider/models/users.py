@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import JSON, Boolean, Integer, String
+from sqlalchemy import JSON, Boolean, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -24,6 +24,11 @@ class User(db.Model):
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(Integer, default=lambda: int(time.time()))
+    mfa_policy: Mapped[str | None] = mapped_column(String(16))  # never | adaptive | always; None: client's
+    # Failed factor attempts in a row, any factor (NIST SP 800-63B 5.2.2); reset by a success.
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[float | None] = mapped_column(Float)
+    last_login: Mapped[dict | None] = mapped_column(JSON)  # at, ip, country, latitude, longitude
 
     @property
     def sub(self) -> str:

@@ -119,6 +119,20 @@ class Otp(Strict):
     per_ip_limit: int = Field(30, gt=0)  # ... asked for from one IP address per window
 
 
+class LockoutSettings(Strict):
+    """One limit across all factors (NIST SP 800-63B 5.2.2 allows at most 100 in a row)."""
+
+    max_failures: int = Field(10, gt=0, le=100)  # failed attempts in a row before the account locks
+    duration: int = Field(15 * 60, gt=0)  # seconds the lock lasts; an admin can unlock sooner
+
+
+class TrustedDevices(Strict):
+    """"Remember this device": off by default; only ever relaxes the adaptive policy."""
+
+    enabled: bool = False
+    days: int = Field(30, gt=0, le=365)  # how long a device stays trusted
+
+
 FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email")
 
 
@@ -142,6 +156,8 @@ class Settings(Strict):
     sms: Gateway = Gateway()  # how text messages reach users; unset: dev outbox only
     voice: Gateway = Gateway()  # how voice calls reach users; unset: dev outbox only
     otp: Otp = Otp()
+    lockout: LockoutSettings = LockoutSettings()
+    trusted_devices: TrustedDevices = TrustedDevices()
     # Enabled factors, in the order the sign-in page offers them ("email" is the magic link).
     factors: list[Literal[FACTOR_IDS]] = list(FACTOR_IDS)  # type: ignore[valid-type]
 

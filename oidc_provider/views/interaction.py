@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 
 from ..authn import interaction as interactions
 from ..authn.chain import next_factors, usable_factors
+from ..authn.lockout import verify_counted
 from ..authn.otp import SendRefused
 from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.session import FactorUse
@@ -178,7 +179,7 @@ def login(uid: str):
         login_name = (request.form.get("login") or "")[:320]
         user = User.find_by_login(login_name) if login_name else None
     password = (request.form.get("password") or "")[:1024]
-    result = factor.verify(user, {"login": login_name, "password": password}, _context(record))
+    result = verify_counted(_op(), factor, user, {"login": login_name, "password": password}, _context(record))
     if not result.ok:
         _failed(record, client, user, factor, result.reason)
         return _render_step(record, client, error="login_failed", status=401, login=login_name)
@@ -258,7 +259,7 @@ def verify(uid: str):
     factor = _op().factors.get(pending["factor"])
     user = db.session.get(User, pending["user_id"]) if pending["user_id"] else None
     code = (request.form.get("code") or "")[:32]
-    result = factor.verify(user, {"code": code}, {**_context(record), "challenge": pending["challenge"]})
+    result = verify_counted(_op(), factor, user, {"code": code}, {**_context(record), "challenge": pending["challenge"]})
     if not result.ok:
         _failed(record, client, user, factor, result.reason)
         return _render_step(record, client, error="code_failed", status=401)
@@ -284,7 +285,7 @@ def confirm_link(token: str):
     factor = op.factors.get(challenge_record["factor"])
     user = db.session.get(User, challenge_record["user_id"])
     context = {"binding": challenge_record["binding"], "challenge": challenge}
-    if record is None or user is None or not factor.verify(user, {"token": token}, context).ok:
+    if record is None or user is None or not verify_counted(op, factor, user, {"token": token}, context).ok:
         return error_page("link_invalid", 400)
     record["link_confirmed"] = True
     interactions.save(record)

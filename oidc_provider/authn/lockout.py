@@ -1,0 +1,66 @@
+"""Account lockout: failed attempts of every factor count toward one limit per account.
+
+An attempt is counted *before* the answer is checked, in one atomic UPDATE that also
+refuses it when the account is locked; so parallel guesses cannot slip past the
+limit, and once locked even a correct answer gets the same generic failure. A
+success resets the count (NIST SP 800-63B 5.2.2: consecutive failures). The state is
+durable, in the users table: a Redis restart does not unlock anyone.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+
+from ..extensions import db
+
+_ATTEMPT = text(
+    "UPDATE users SET "
+    "failed_attempts = CASE WHEN locked_until IS NOT NULL AND locked_until <= :now THEN 1 "
+    "ELSE failed_attempts + 1 END, "
+    "locked_until = CASE WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= :now THEN 1 "
+    "ELSE failed_attempts + 1 END) >= :limit THEN :until ELSE NULL END "
+    "WHERE id = :id AND (locked_until IS NULL OR locked_until <= :now) "
+    "RETURNING failed_attempts"
+)
+_RESET = text("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = :id")
+
+
+class Lockout:
+    def __init__(self, settings):
+        self.limit = settings.lockout.max_failures
+        self.duration = settings.lockout.duration
+
+    def begin_attempt(self, user_id: str) -> int | None:
+        """Count an attempt; None when the account is locked (the attempt must fail)."""
+        now = time.time()
+        row = db.session.execute(_ATTEMPT, {"now": now, "limit": self.limit, "until": now + self.duration,
+                                            "id": user_id}).first()
+        db.session.commit()
+        return row[0] if row else None
+
+    def succeeded(self, user_id: str) -> None:
+        db.session.execute(_RESET, {"id": user_id})
+        db.session.commit()
+
+    def unlock(self, user_id: str) -> None:
+        self.succeeded(user_id)
+
+
+def verify_counted(op, factor, user, response: dict, context: dict):
+    """A factor's check under the account lockout: the one place views verify answers."""
+    from ..models import record_audit
+    from .factors import Verification
+
+    if user is None:
+        return factor.verify(user, response, context)
+    count = op.lockout.begin_attempt(user.id)
+    if count is None:
+        return Verification(False, "account locked")
+    result = factor.verify(user, response, context)
+    if result.ok:
+        op.lockout.succeeded(user.id)
+    elif count >= op.lockout.limit:
+        record_audit("account.locked", user_id=user.id, factor=factor.id, failures=count)
+    return result

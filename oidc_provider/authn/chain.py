@@ -52,3 +52,26 @@ def next_factors(available: list, usable: list[FactorUse]) -> list:
     """Factors the user may do next: only flows not yet used (an SMS never follows a voice call)."""
     done = {use.flow for use in usable}
     return [factor for factor in available if factor.flow not in done]
+
+
+CONTACT_FLOWS = frozenset({"email", "phone"})
+
+
+def contact_gaps(user) -> list[str]:
+    """The Transmit rule: MFA over email and SMS needs a primary email and a verified phone."""
+    gaps = []
+    if not user.email:
+        gaps.append("a primary email address")
+    if not (user.phone_number and user.phone_number_verified):
+        gaps.append("a verified phone number")
+    return gaps
+
+
+def mfa_choices(available: list, usable: list[FactorUse], user) -> tuple[list, list[str]]:
+    """Factors allowed as the next step of an MFA login, and what the user lacks for the
+    email and phone ones (other kinds, such as TOTP or WebAuthn, need only themselves)."""
+    choices = next_factors(available, usable)
+    gaps = contact_gaps(user)
+    if gaps:
+        choices = [factor for factor in choices if factor.flow not in CONTACT_FLOWS]
+    return choices, gaps

@@ -216,8 +216,9 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
     if need is None:
         need = interactions.consent_needed(op, client, user, grant.request.scope, prompts, interaction)
     if need is not None:
-        if "none" in prompts:  # OIDC Core 3.1.2.6
-            error = "login_required" if need.startswith("login") else "consent_required"
+        if "none" in prompts:  # OIDC Core 3.1.2.6; Unmet Authentication Requirements 1.0
+            error = {"login:mfa": "unmet_authentication_requirements"}.get(
+                need, "login_required" if need.startswith("login") else "consent_required")
             return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
         return interactions.start(datalist, client, need, interaction)
 

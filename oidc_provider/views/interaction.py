@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from ..authn import interaction as interactions
-from ..authn.chain import next_factors, usable_factors
+from ..authn.chain import mfa_choices, next_factors, usable_factors
 from ..authn.lockout import verify_counted
 from ..authn.otp import SendRefused
 from ..authn.session import COOKIE as SESSION_COOKIE
@@ -102,9 +102,9 @@ def _render_step(record, client, error=None, status=200, login=None):
         return _page(template, record, client, status, error, pending=pending)
     user, usable = _signed_in_user(record)
     if user is not None:
-        choices = next_factors(_op().factors.available_for(user), usable)
+        choices, gaps = mfa_choices(_op().factors.available_for(user), usable, user)
         if not choices:
-            return error_page("mfa_unavailable", 403)
+            return error_page("mfa_unavailable", 403, detail=f"Missing: {' and '.join(gaps)}." if gaps else None)
         return _page("choose_factor.html", record, client, status, error, choices=choices,
                      done=[use.amr for use in usable])
     passwordless = [f for f in _op().factors if f.id != "password"]
@@ -216,7 +216,7 @@ def start(uid: str):
         return _render_step(record, client, error="factor_not_allowed", status=400)
     signed_in, usable = _signed_in_user(record)
     if signed_in is not None:
-        if factor not in next_factors(_op().factors.available_for(signed_in), usable):
+        if factor not in mfa_choices(_op().factors.available_for(signed_in), usable, signed_in)[0]:
             return _render_step(record, client, error="factor_not_allowed", status=400)
         return _send(record, client, factor, signed_in, signed_in.username)
     login_name = (request.form.get("login") or "").strip()[:320]

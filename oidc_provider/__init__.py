@@ -30,6 +30,7 @@ class Provider:
     sessions: object
     delivery: object  # email, SMS, voice (and the dev outbox)
     lockout: object = None
+    geoip: object = None  # country and place of an IP, when a MaxMind database is configured
     devices: object = None
     factors: object = None  # built from the services above
     server: object = None

@@ -14,8 +14,10 @@ import time
 from flask import current_app, redirect, request, url_for
 
 from . import chain
+from .devices import DEVICE_COOKIE, new_device_id
 
 BROWSER_COOKIE = "op_interaction"
+DEVICE_COOKIE_AGE = 2 * 365 * 86400
 
 
 def _store():
@@ -76,6 +78,9 @@ def start(datalist: dict, client, need: str, previous: dict | None):
     secure = current_app.config["SESSION_COOKIE_SECURE"]
     response.set_cookie(BROWSER_COOKIE, record["browser"], httponly=True, samesite="Lax", secure=secure,
                         max_age=_lifetime(), path="/")
+    if not request.cookies.get(DEVICE_COOKIE):  # tells a known browser from a new one (policy input)
+        response.set_cookie(DEVICE_COOKIE, new_device_id(), httponly=True, samesite="Lax", secure=secure,
+                            max_age=DEVICE_COOKIE_AGE, path="/")
     return response
 
 

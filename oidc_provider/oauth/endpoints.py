@@ -20,6 +20,7 @@ from joserfc.errors import JoseError
 from ..authn import interaction as interactions
 from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.session import auth_time, authentication_result
+from ..authn.signin import record_signin
 from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
@@ -234,7 +235,9 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
         interactions.finish(interaction)
     record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
                  ip=request.remote_addr, acr=acr, amr=amr)
-    return redirect_to_client(redirect_uri, {"code": code, "state": state})
+    response = redirect_to_client(redirect_uri, {"code": code, "state": state})
+    record_signin(op, user, client, interaction, acr, response)
+    return response
 
 
 # -- token, revocation, introspection ------------------------------------------------------

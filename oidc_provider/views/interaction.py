@@ -86,9 +86,11 @@ def _context(record):
 # -- rendering ---------------------------------------------------------------------------
 
 def _page(template, record, client, status=200, error=None, **values):
+    trust = _op().settings.trusted_devices
     return render_template(
         template, uid=record["uid"], client_name=client.config.client_name or client.client_id,
-        error=MESSAGES[error] if error else None, labels=FACTOR_LABELS, **values,
+        error=MESSAGES[error] if error else None, labels=FACTOR_LABELS,
+        remember_days=trust.days if trust.enabled and record.get("reason") == "login:mfa" else None, **values,
     ), status
 
 
@@ -134,6 +136,8 @@ def _complete(record, client, user, factor):
     for key in ("pending", "link_confirmed"):
         record.pop(key, None)
     record["sub"] = user.id
+    if request.form.get("remember") == "on":  # "remember this device", asked on a later step
+        record["remember"] = True
     interactions.save(record)
     record_audit("factor.succeeded", user_id=user.id, client_id=client.client_id, ip=request.remote_addr,
                  factor=factor.id)

@@ -30,6 +30,7 @@ class Provider:
     sessions: object
     delivery: object  # email, SMS, voice (and the dev outbox)
     lockout: object = None
+    levels: list = None  # acr levels (authn/acr.py), weakest first
     geoip: object = None  # country and place of an IP, when a MaxMind database is configured
     devices: object = None
     factors: object = None  # built from the services above
@@ -55,6 +56,7 @@ def database_uri(settings: Settings, base_dir: Path) -> str:
 def create_app(config_path: str | os.PathLike | None = None, overrides: dict | None = None, base_dir=None) -> Flask:
     """Build the app; nothing happens at import time (Flask's application factory)."""
     from .authn.factors import build_registry
+    from .authn.acr import levels_from_settings
     from .authn.devices import Devices
     from .authn.lockout import Lockout
     from .authn.otp import OneTimeSecrets
@@ -114,6 +116,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         delivery=delivery,
         otp=OneTimeSecrets(store, settings, secret.derive("one-time-secrets")),
     )
+    op.levels = levels_from_settings(settings.acr)
     op.lockout = Lockout(settings)
     op.devices = Devices(secret.derive("trusted-devices"), settings)
     op.factors = build_registry(op)

@@ -1,28 +1,17 @@
 """What a login still needs: pure functions over plain data (no Flask, no I/O).
 
-A request asks for a number of distinct *flows* (`acr_values=mfa` or
-`require_mfa=true`: two). The factors a session may count are those done within the
-request's freshness bounds (`prompt=login`, `max_age`); factors done during the
-current interaction always count, so a fresh login satisfies even `max_age=0`.
+The requirement is an acr Level (authn/acr.py) or None (any one factor). The factors
+a session may count are those done within the request's freshness bounds
+(`prompt=login`, `max_age`); factors done during the current interaction always
+count, so a fresh login satisfies even `max_age=0`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .acr import Level, counting_factors, level_met
 from .session import FactorUse
 
-
-@dataclass(frozen=True)
-class Requirement:
-    flows: int = 1  # distinct factor flows that must be done
-
-
-def requirement_for(params: dict) -> Requirement:
-    acr_values = (params.get("acr_values") or "").split()
-    if "mfa" in acr_values or str(params.get("require_mfa", "")).lower() == "true":
-        return Requirement(flows=2)
-    return Requirement()
+CONTACT_FLOWS = frozenset({"email", "phone"})
 
 
 def usable_factors(factors: list[FactorUse], prompts: set[str], max_age: int | None,
@@ -43,18 +32,10 @@ def usable_factors(factors: list[FactorUse], prompts: set[str], max_age: int | N
     return usable, bound
 
 
-def missing(requirement: Requirement, usable: list[FactorUse]) -> int:
-    """How many more distinct flows the login needs."""
-    return max(0, requirement.flows - len({use.flow for use in usable}))
-
-
-def next_factors(available: list, usable: list[FactorUse]) -> list:
-    """Factors the user may do next: only flows not yet used (an SMS never follows a voice call)."""
-    done = {use.flow for use in usable}
-    return [factor for factor in available if factor.flow not in done]
-
-
-CONTACT_FLOWS = frozenset({"email", "phone"})
+def satisfied(level: Level | None, usable: list[FactorUse], now: float) -> bool:
+    if not usable:
+        return False
+    return level is None or level_met(level, usable, now)
 
 
 def contact_gaps(user) -> list[str]:
@@ -67,10 +48,28 @@ def contact_gaps(user) -> list[str]:
     return gaps
 
 
-def mfa_choices(available: list, usable: list[FactorUse], user) -> tuple[list, list[str]]:
-    """Factors allowed as the next step of an MFA login, and what the user lacks for the
-    email and phone ones (other kinds, such as TOTP or WebAuthn, need only themselves)."""
-    choices = next_factors(available, usable)
+def next_choices(level: Level, available: list, usable: list[FactorUse], user, now: float) -> tuple[list, list[str]]:
+    """Factors that move this login towards the level, and what the user lacks for the email
+    and phone ones (other kinds, such as TOTP or WebAuthn, need only themselves).
+
+    Only factors the level still counts (fresh for its max_age, not forbidden) are done; a
+    later factor must be of a flow not used yet (an SMS never follows a voice call) unless
+    it is one the level requires; factors the level forbids are never offered.
+    """
+    counted = counting_factors(level, usable, now)
+    if level.first_factors is not None and not counted:
+        available = [factor for factor in available if factor.id in level.first_factors]
+    done_flows = {use.flow for use in counted}
+    need_flows = len(done_flows) < level.flows
+    need_required = bool(level.required_factors) and not any(
+        use.factor in level.required_factors for use in counted)
+    choices = [
+        factor for factor in available
+        if factor.id not in level.forbidden_factors
+        and ((need_required and factor.id in level.required_factors)
+             or (need_flows and not need_required and factor.flow not in done_flows)
+             or (need_flows and need_required and factor.id in level.required_factors))
+    ]
     gaps = contact_gaps(user)
     if gaps:
         choices = [factor for factor in choices if factor.flow not in CONTACT_FLOWS]

@@ -30,7 +30,7 @@ def _lifetime() -> int:
 
 # -- named checks, as in node-oidc-provider: which prompt, and why ------------------
 
-def login_needed(session, params: dict, prompts: set[str], max_age: int | None, record: dict | None,
+def login_needed(session, level, prompts: set[str], max_age: int | None, record: dict | None,
                  now: float) -> tuple[str | None, list]:
     """Why the user must act before a code can be issued (or None), and the factors that count."""
     if session is None:
@@ -39,7 +39,7 @@ def login_needed(session, params: dict, prompts: set[str], max_age: int | None, 
     usable, bound = chain.usable_factors(session.factors, prompts, max_age, started, now)
     if not usable:
         return bound or "login:no_session", []
-    if chain.missing(chain.requirement_for(params), usable):
+    if not chain.satisfied(level, usable, now):
         return "login:mfa", usable
     return None, usable
 
@@ -59,7 +59,7 @@ def consent_needed(op, client, user, scope: str, prompts: set[str], record: dict
 
 # -- the record ----------------------------------------------------------------------
 
-def start(datalist: dict, client, need: str, previous: dict | None):
+def start(datalist: dict, client, need: str, previous: dict | None, level=None, essential: bool = False):
     """Store (or update) the interaction and send the browser to its page."""
     if previous is not None:
         record = previous
@@ -73,6 +73,8 @@ def start(datalist: dict, client, need: str, previous: dict | None):
         }
     record["step"] = "login" if need.startswith("login") else "consent"
     record["reason"] = need
+    record["level"] = level.value if level else None  # what the login must reach (acr value)
+    record["essential"] = essential
     save(record)
     response = redirect(url_for("interaction.show", uid=record["uid"]), code=303)
     secure = current_app.config["SESSION_COOKIE_SECURE"]

@@ -12,6 +12,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
+from .acr import achieved_acr, amr_values
+
 COOKIE = "op_session"
 
 
@@ -52,21 +54,34 @@ def auth_time(factors: list[FactorUse]) -> int:
     return int(max(use.at for use in factors))
 
 
-def authentication_result(factors: list[FactorUse], single_factor_acr: str | None) -> tuple[str | None, list[str]]:
-    """acr and amr that tell the truth about the given factors.
+def auth_context(op, factors: list[FactorUse], sid: str | None, level=None, now: float | None = None):
+    """acr, amr and auth_time that tell the truth about these factors: the acr of the level they
+    meet (the requested one first), never more; amr lists each method once, plus `mfa` for two
+    distinct flows (the Transmit guide's example: ["webauthn", "eml", "mfa"])."""
+    from ..oauth.tokens import AuthContext
 
-    `mfa` is claimed only when factors of two distinct flows were completed; amr lists
-    each method once, in the order done, plus `mfa` (the Transmit guide's example:
-    ["webauthn", "eml", "mfa"]).
-    """
-    amr: list[str] = []
-    for use in factors:
-        if use.amr not in amr:
-            amr.append(use.amr)
-    flows = {use.flow for use in factors}
-    if len(flows) >= 2:
-        return "mfa", amr + ["mfa"]
-    return single_factor_acr, amr
+    now = now or time.time()
+    return AuthContext(
+        auth_time=auth_time(factors),
+        acr=achieved_acr(op.levels, factors, now, op.settings.single_factor_acr, level),
+        amr=amr_values(factors, op.settings.acr.vocabulary),
+        sid=sid,
+        factors=[asdict(use) for use in factors],
+    )
+
+
+def current_acr(op, context, now: float | None = None) -> str | None:
+    """The acr a stored login still earns now: a level with a max_age falls back when its
+    factors age out (also on refresh). Never more than was first claimed."""
+    if not context.factors:
+        return context.acr
+    factors = [FactorUse(**use) for use in context.factors]
+    requested = next((level for level in op.levels if level.value == context.acr), None)
+    acr = achieved_acr(op.levels, factors, now or time.time(), op.settings.single_factor_acr, requested)
+    ranks = {level.value: level.rank for level in op.levels}
+    if acr in ranks and (context.acr not in ranks or ranks[acr] > ranks[context.acr]):
+        return context.acr
+    return acr
 
 
 class SessionService:

@@ -19,13 +19,13 @@ from joserfc.errors import JoseError
 
 from ..authn import interaction as interactions
 from ..authn.session import COOKIE as SESSION_COOKIE
-from ..authn.session import auth_time, authentication_result
+from ..authn.acr import AcrRequestError, parse_acr_request
+from ..authn.session import auth_context
 from ..authn.signin import record_signin
 from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
 from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
-from .tokens import AuthContext
 
 bp = Blueprint("oidc", __name__)
 
@@ -212,8 +212,18 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
     params = oauth_request.payload.data
     prompts = set((params.get("prompt") or "").split())
     client = grant.client
-    need, usable = interactions.login_needed(session if user else None, params, prompts, max_age, interaction,
-                                             time.time())
+    try:
+        asked = parse_acr_request(params.get("acr_values"), params.get("claims"), params.get("require_mfa"),
+                                  op.levels)
+    except AcrRequestError as exc:
+        return redirect_to_client(redirect_uri, {"error": "invalid_request", "error_description": str(exc),
+                                                 "state": state})
+    if asked.essential and asked.level is None:  # OIDC Core 5.5.1.1: no weaker token instead
+        return redirect_to_client(redirect_uri, {"error": "unmet_authentication_requirements", "state": state,
+                                                 "error_description": "The essential acr is not offered here."})
+    level = asked.level
+    now = time.time()
+    need, usable = interactions.login_needed(session if user else None, level, prompts, max_age, interaction, now)
     if need is None:
         need = interactions.consent_needed(op, client, user, grant.request.scope, prompts, interaction)
     if need is not None:
@@ -221,10 +231,10 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
             error = {"login:mfa": "unmet_authentication_requirements"}.get(
                 need, "login_required" if need.startswith("login") else "consent_required")
             return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
-        return interactions.start(datalist, client, need, interaction)
+        return interactions.start(datalist, client, need, interaction, level, asked.essential)
 
-    acr, amr = authentication_result(usable, op.settings.single_factor_acr)
-    context = AuthContext(auth_time=auth_time(usable), acr=acr, amr=amr, sid=session.sid)
+    context = auth_context(op, usable, session.sid, level, now)
+    acr, amr = context.acr, context.amr
     grant.request.user = user
     grant.request.auth_context = context
     grant.request.resources = resources

@@ -7,7 +7,7 @@ extension, as Authlib intends. Nothing here renders HTML.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error, OAuth2Request, grants
@@ -15,6 +15,7 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc.jwk import KeySet
 
+from ..authn.session import current_acr
 from ..extensions import db
 from ..models import User
 from .tokens import AuthContext, Issue, sha256_hex
@@ -267,7 +268,9 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
         if not tokens.claim_refresh_token(row):
             tokens.revoke_family(row.family_id)  # two concurrent uses: one is a replay
             raise InvalidGrantError("The refresh token was already used.")
-        self.request.auth_context = AuthContext.from_dict(row.auth)
+        stored = AuthContext.from_dict(row.auth)
+        # a level with a max_age falls back once its factors age out, refresh or not
+        self.request.auth_context = replace(stored, acr=current_acr(self.op, stored))
         return tokens.issue(
             Issue(
                 client=self.client,

@@ -35,9 +35,11 @@ class AuthContext:
     acr: str | None
     amr: list[str]
     sid: str | None = None
+    factors: list[dict] | None = None  # factor, amr, flow, at: so acr can fall back as they age
 
     def to_dict(self) -> dict:
-        return {"auth_time": self.auth_time, "acr": self.acr, "amr": self.amr, "sid": self.sid}
+        return {"auth_time": self.auth_time, "acr": self.acr, "amr": self.amr, "sid": self.sid,
+                "factors": self.factors}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> AuthContext | None:

@@ -136,6 +136,74 @@ class TrustedDevices(Strict):
 FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email")
 
 
+# Every factor id an acr level may name: today's and the ones planned (SPEC section 2), so a
+# level written for a factor that is not enabled yet still loads, while a typo does not.
+ACR_FACTOR_IDS = (*FACTOR_IDS, "totp", "webauthn-key", "webauthn-platform", "passkey", "recovery-code", "push")
+
+
+class AcrLevel(Strict):
+    """One authentication level (an `acr` value) and what a login must have done to reach it."""
+
+    value: str = Field(min_length=1, max_length=200)  # the acr value, e.g. mfa, phr
+    flows: int = Field(1, ge=1)  # distinct factor flows required (email, phone, knowledge, ...)
+    max_age: int | None = Field(None, gt=0)  # seconds; older factors stop counting for this level
+    required_factors: list[str] = []  # at least one of these must be among the factors; []: any
+    forbidden_factors: list[str] = []  # these never count towards this level
+    first_factors: list[str] | None = None  # the factors a login may start with; None: any
+
+    @field_validator("value")
+    @classmethod
+    def _value_is_one_token(cls, value: str) -> str:
+        # acr_values is space-separated (OIDC Core 3.1.2.1); urn:<ns>:<idp>_direct names an upstream
+        if any(ch.isspace() for ch in value) or not value.isprintable():
+            raise ValueError("an acr value has no spaces or control characters")
+        if value.startswith("urn:") and value.endswith("_direct"):
+            raise ValueError("urn:<ns>:<idp>_direct names an upstream provider, not a level")
+        return value
+
+    @field_validator("required_factors", "forbidden_factors", "first_factors")
+    @classmethod
+    def _known_factors(cls, value: list[str] | None) -> list[str] | None:
+        for factor in value or []:
+            if factor not in ACR_FACTOR_IDS:
+                raise ValueError(f"unknown factor {factor!r}; known: {', '.join(ACR_FACTOR_IDS)}")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a factor is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if set(self.required_factors) & set(self.forbidden_factors):
+            raise ValueError("a factor cannot be both required and forbidden")
+        if self.first_factors is not None and not set(self.first_factors) - set(self.forbidden_factors):
+            raise ValueError("first_factors allows no factor that counts")
+        if self.required_factors and not set(self.required_factors) - set(self.forbidden_factors):
+            raise ValueError("required_factors names no factor that counts")
+        return self
+
+
+class Acr(Strict):
+    """acr levels as data: what `acr_values`, the claims parameter and require_mfa ask for."""
+
+    vocabulary: Literal["transmit", "rfc8176"] = "transmit"  # amr names; see authn/acr.py
+    # Weakest first; when several are requested the highest wins. A level is met by its own
+    # rules, not by rank: a passkey alone reaches phr but not mfa.
+    levels: list[AcrLevel] = [
+        AcrLevel(value="mfa", flows=2),
+        AcrLevel(value="phr", flows=1, required_factors=["webauthn-key", "webauthn-platform", "passkey"]),
+    ]
+
+    @field_validator("levels")
+    @classmethod
+    def _unique_values(cls, value: list[AcrLevel]) -> list[AcrLevel]:
+        seen: set[str] = set()
+        for level in value:
+            if level.value in seen:
+                raise ValueError(f"acr value {level.value!r} is defined twice")
+            seen.add(level.value)
+        return value
+
+
 class Settings(Strict):
     issuer: HttpUrl = "http://127.0.0.1:5000"  # type: ignore[assignment]
     database_url: str = "sqlite:///instance/oidc.db"  # relative paths are from the base dir
@@ -160,6 +228,7 @@ class Settings(Strict):
     trusted_devices: TrustedDevices = TrustedDevices()
     # Enabled factors, in the order the sign-in page offers them ("email" is the magic link).
     factors: list[Literal[FACTOR_IDS]] = list(FACTOR_IDS)  # type: ignore[valid-type]
+    acr: Acr = Acr()  # acr levels (mfa, phr, ...) and the amr vocabulary
 
     @field_validator("resources")
     @classmethod

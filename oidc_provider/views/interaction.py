@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from ..authn import interaction as interactions
-from ..authn.chain import mfa_choices, next_factors, usable_factors
+from ..authn.chain import next_choices, usable_factors
 from ..authn.lockout import verify_counted
 from ..authn.otp import SendRefused
 from ..authn.session import COOKIE as SESSION_COOKIE
@@ -66,6 +66,18 @@ def _load(uid):
     return record, client, None
 
 
+def _level(record):
+    return next((level for level in _op().levels if level.value == record.get("level")), None)
+
+
+def _choices(record, user, usable):
+    """The factors offered for the next step, and what the user lacks for email/phone ones."""
+    level = _level(record)
+    if level is None:
+        return [], []
+    return next_choices(level, _op().factors.available_for(user), usable, user, time.time())
+
+
 def _signed_in_user(record):
     """The user of an earlier step of this login (step-up), with the factors that count."""
     session = _session()
@@ -104,9 +116,9 @@ def _render_step(record, client, error=None, status=200, login=None):
         return _page(template, record, client, status, error, pending=pending)
     user, usable = _signed_in_user(record)
     if user is not None:
-        choices, gaps = mfa_choices(_op().factors.available_for(user), usable, user)
+        choices, gaps = _choices(record, user, usable)
         if not choices:
-            return error_page("mfa_unavailable", 403, detail=f"Missing: {' and '.join(gaps)}." if gaps else None)
+            return _cannot_meet(record, client, gaps)
         return _page("choose_factor.html", record, client, status, error, choices=choices,
                      done=[use.amr for use in usable])
     passwordless = [f for f in _op().factors if f.id != "password"]
@@ -154,13 +166,22 @@ def _failed(record, client, user, factor, reason):
                  ip=request.remote_addr, factor=factor.id, reason=reason)
 
 
-def _deny(record, client):
+def _cannot_meet(record, client, gaps):
+    """No factor of this user can reach the level: an essential acr is an error for the client
+    (OIDC Core 5.5.1.1); otherwise the user is told what is missing."""
+    if record.get("essential"):
+        return _deny(record, client, "unmet_authentication_requirements",
+                     "The user has no factor that meets the essential acr.")
+    return error_page("mfa_unavailable", 403, detail=f"Missing: {' and '.join(gaps)}." if gaps else None)
+
+
+def _deny(record, client, error="access_denied", description="The user declined."):
     redirect_uri = _first(record, "redirect_uri") or client.get_default_redirect_uri()
     interactions.finish(record)
     if not redirect_uri or not client.check_redirect_uri(redirect_uri):
         return error_page("invalid_redirect_uri", 400)
     return redirect_to_client(redirect_uri, {
-        "error": "access_denied", "error_description": "The user declined.", "state": _first(record, "state"),
+        "error": error, "error_description": description, "state": _first(record, "state"),
     })
 
 
@@ -177,7 +198,7 @@ def login(uid: str):
     signed_in, usable = _signed_in_user(record)
     if signed_in is not None:  # password as a later step: it is this user's password
         user, login_name = signed_in, signed_in.username
-        if factor not in next_factors([factor], usable):
+        if factor not in _choices(record, signed_in, usable)[0]:
             return _render_step(record, client, error="factor_not_allowed", status=400)
     else:
         login_name = (request.form.get("login") or "")[:320]
@@ -220,7 +241,7 @@ def start(uid: str):
         return _render_step(record, client, error="factor_not_allowed", status=400)
     signed_in, usable = _signed_in_user(record)
     if signed_in is not None:
-        if factor not in mfa_choices(_op().factors.available_for(signed_in), usable, signed_in)[0]:
+        if factor not in _choices(record, signed_in, usable)[0]:
             return _render_step(record, client, error="factor_not_allowed", status=400)
         return _send(record, client, factor, signed_in, signed_in.username)
     login_name = (request.form.get("login") or "").strip()[:320]

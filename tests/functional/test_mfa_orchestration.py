@@ -67,3 +67,85 @@ def test_a_password_session_never_yields_mfa_without_the_second_step(provider, p
     claims = id_token_claims(provider, agent.sign_in(person["username"], client_id="web") and
                              agent.authorize(client_id="web"))
     assert claims["amr"] == ["pwd"] and "acr" not in claims
+
+
+@pytest.fixture(scope="module")
+def leveled(tmp_path_factory, plain_smtp, gateway_server):
+    """Custom levels: mfa (2 flows, fresh for 2 s) and strong (3 flows), as YAML data would say."""
+    running, stop = start_provider(tmp_path_factory.mktemp("levels"), "sqlite-sql", extra_settings={
+        "email": {"host": "127.0.0.1", "port": plain_smtp.port, "security": "none"},
+        "sms": {"gateway": "webhook", "url": f"{gateway_server.url}/sms"},
+        "otp": {"resend_cooldown": 0, "per_ip_limit": 10_000},
+        "acr": {"levels": [{"value": "mfa", "flows": 2, "max_age": 2}, {"value": "strong", "flows": 3},
+                           {"value": "phr", "flows": 1, "required_factors": ["passkey", "webauthn-key"]}]},
+    })
+    yield running
+    stop()
+
+
+def sms_code(gateway, number):
+    return code_in([r.json()["text"] for r in gateway.received if r.json().get("to") == number][-1])
+
+
+def test_the_highest_requested_level_wins(leveled, plain_smtp, gateway_server):
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    person = leveled.add_user(phone=phone, phone_verified=True, email_verified=True)
+    agent = UserAgent(leveled)
+    choice = agent.login(agent.authorize(client_id="web", acr_values="mfa strong urn:unknown:x"), person["username"])
+    page = post(agent, choice, "start", {"factor": "email-otp"})
+    choice = agent.submit(page, {"code": email_code(plain_smtp, f"{person['username']}@example.com")})
+    assert "One more step" in choice.text  # mfa would be met here; strong is not
+    offered = set(re.findall(r'name="factor" value="([^"]+)"', choice.text))
+    assert offered == {"sms", "voice"}
+    page = post(agent, choice, "start", {"factor": "sms"})
+    claims = id_token_claims(leveled, agent.submit(page, {"code": sms_code(gateway_server, phone)}))
+    assert claims["acr"] == "strong" and claims["amr"] == ["pwd", "eml", "sms", "mfa"]
+
+
+def test_an_essential_acr_that_cannot_be_met_is_an_error_not_a_weaker_token(leveled):
+    person = leveled.add_user(email_verified=True)
+    agent = UserAgent(leveled)
+    claims = '{"id_token": {"acr": {"essential": true, "values": ["phr"]}}}'
+    answer = agent.login(agent.authorize(client_id="web", claims=claims, state="e1"), person["username"])
+    params = callback_params(answer)
+    assert params["error"] == "unmet_authentication_requirements" and params["state"] == "e1"
+    unknown = '{"id_token": {"acr": {"essential": true, "values": ["urn:nobody:knows"]}}}'
+    assert callback_params(agent.authorize(client_id="web", claims=unknown))["error"] == \
+        "unmet_authentication_requirements"
+    malformed = callback_params(agent.authorize(client_id="web", claims="{not json"))
+    assert malformed["error"] == "invalid_request"
+
+
+def test_essential_mfa_in_the_claims_parameter_is_honoured(leveled, gateway_server):
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    person = leveled.add_user(phone=phone, phone_verified=True, email_verified=True)
+    agent = UserAgent(leveled)
+    claims = '{"id_token": {"acr": {"essential": true, "values": ["mfa"]}}}'
+    choice = agent.login(agent.authorize(client_id="web", claims=claims), person["username"])
+    page = post(agent, choice, "start", {"factor": "sms"})
+    assert id_token_claims(leveled, agent.submit(page, {"code": sms_code(gateway_server, phone)}))["acr"] == "mfa"
+
+
+def test_a_level_with_max_age_falls_back_on_refresh(leveled, gateway_server):
+    import time
+
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    person = leveled.add_user(phone=phone, phone_verified=True, email_verified=True)
+    agent = UserAgent(leveled)
+    choice = agent.login(agent.authorize(client_id="web", acr_values="mfa", scope="openid offline_access"),
+                         person["username"])
+    page = post(agent, choice, "start", {"factor": "sms"})
+    params = callback_params(agent.submit(page, {"code": sms_code(gateway_server, phone)}))
+    tokens = token_request(leveled, {"grant_type": "authorization_code", "code": params["code"],
+                                     "redirect_uri": REDIRECT}).json()
+    assert jwt.decode(tokens["id_token"], options={"verify_signature": False})["acr"] == "mfa"
+    time.sleep(2.5)
+    refreshed = token_request(leveled, {"grant_type": "refresh_token",
+                                        "refresh_token": tokens["refresh_token"]}).json()
+    id_claims = jwt.decode(refreshed["id_token"], options={"verify_signature": False})
+    access = jwt.decode(refreshed["access_token"], options={"verify_signature": False})
+    assert "acr" not in id_claims and "acr" not in access  # mfa is no longer fresh
+    assert id_claims["amr"] == ["pwd", "sms", "mfa"]  # what was done stays true
+    # and the session asks again for the stale level
+    again = agent.authorize(client_id="web", acr_values="mfa")
+    assert again.status_code == 200 and ("One more step" in again.text or 'name="password"' in again.text)

@@ -1,0 +1,1 @@
+"""Small programs that use the provider: `python -m examples.resource_server`."""

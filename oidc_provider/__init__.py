@@ -31,6 +31,7 @@ class Provider:
     delivery: object  # email, SMS, voice (and the dev outbox)
     lockout: object = None
     levels: list = None  # acr levels (authn/acr.py), weakest first
+    secret_box: object = None  # encrypts reversible secrets at rest (crypto.py)
     geoip: object = None  # country and place of an IP, when a MaxMind database is configured
     devices: object = None
     factors: object = None  # built from the services above
@@ -57,6 +58,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     """Build the app; nothing happens at import time (Flask's application factory)."""
     from .authn.factors import build_registry
     from .authn.acr import levels_from_settings
+    from .crypto import SecretBox
     from .authn.devices import Devices
     from .authn.lockout import Lockout
     from .authn.otp import OneTimeSecrets
@@ -117,6 +119,8 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         otp=OneTimeSecrets(store, settings, secret.derive("one-time-secrets")),
     )
     op.levels = levels_from_settings(settings.acr)
+    op.secret_box = SecretBox([(key_id, secret.derive(f"secret-box:{key_id}"))
+                               for key_id in settings.encryption_key_ids])
     op.lockout = Lockout(settings)
     op.devices = Devices(secret.derive("trusted-devices"), settings)
     op.factors = build_registry(op)

@@ -424,3 +424,204 @@ def outbox(limit, to):
         for line in message.body.rstrip("\n").splitlines():
             click.echo(f"    {line}".rstrip())
         click.echo("")
+
+
+# -- MFA policy -------------------------------------------------------------------------
+
+POLICY_FILE = "config/policy.yaml"  # under the base directory
+
+
+@main.group()
+def policy():
+    """The MFA policy in config/policy.yaml: check it, explain a login, simulate a change."""
+
+
+def _load_policy(path: Path):
+    from .settings.policy import load_policy
+
+    try:
+        return load_policy(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _policy_geoip(config, path: Path):
+    from .authn.geoip import GeoIP
+
+    try:
+        return GeoIP(resolve_path(BASE_DIR, config.geoip_database) if config.geoip_database else None)
+    except ConfigError as exc:
+        raise click.ClickException(f"{path}: field 'geoip_database': {exc}") from None
+
+
+def _utc(at: float) -> str:
+    import time
+
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(at)
+
+
+def _shown(decision) -> str:
+    return f"{decision.action} {decision.acr}" if decision.acr else decision.action
+
+
+@policy.command("check")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def policy_check(path):
+    """Validate the policy file; names the file, rule and field of a problem."""
+    from .settings.policy import rule_label
+
+    path = path or resolve_path(BASE_DIR, POLICY_FILE)
+    config = _load_policy(path)
+    geoip = _policy_geoip(config, path)
+    if not geoip.enabled:
+        for index, rule in enumerate(config.rules):
+            if rule.conditions.countries or rule.conditions.not_countries:
+                click.echo(f"warning: rule '{rule_label(rule, index)}' looks at countries but geoip_database "
+                           "is not set: every country is unknown", err=True)
+    found = f"GeoIP {geoip.database_type}" if geoip.enabled else "no GeoIP"
+    click.echo(f"{path}: policy {config.policy}, {len(config.rules)} rules, {found}, all valid")
+    geoip.close()
+
+
+def _parse_at(value: str | None) -> float:
+    import time
+    from datetime import datetime, timezone
+
+    if not value:
+        return time.time()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2024-05-04T23:30:00+02:00",
+                                 param_hint="--at") from None
+    if moment.tzinfo is None:  # no offset: UTC, like every time the provider stores
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@policy.command("explain")
+@click.option("--user", "username", required=True, metavar="USERNAME", help="the user signing in")
+@click.option("--client", "client_id", required=True, metavar="CLIENT_ID", help="the client asking")
+@click.option("--ip", required=True, metavar="IP", help="the browser's IP address")
+@click.option("--at", "at", metavar="ISO8601", help="when; default now; without an offset: UTC")
+@click.option("--new-device/--known-device", "new_device", default=True, show_default=True,
+              help="whether the browser's device cookie is new for this user")
+@click.option("--failures", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="failed factor attempts on the account in the last hour")
+@click.option("--rules", "rules_path", type=click.Path(path_type=Path), metavar="FILE",
+              help=f"policy file; default {POLICY_FILE}")
+def policy_explain(username, client_id, ip, at, new_device, failures, rules_path):
+    """Decide a hypothetical login with the policy and say why."""
+    import ipaddress
+
+    from sqlalchemy.exc import DatabaseError
+
+    from .authn.policy import LoginContext, PreviousLogin, evaluate
+    from .extensions import db as sqla
+    from .models import User
+
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise click.BadParameter(f"{ip!r} is not an IP address", param_hint="--ip") from None
+    now = _parse_at(at)
+    path = rules_path or resolve_path(BASE_DIR, POLICY_FILE)
+    config = _load_policy(path)
+    geoip = _policy_geoip(config, path)
+    country, latitude, longitude = geoip.lookup(ip)
+    has_geoip = geoip.enabled
+    geoip.close()
+
+    app = _app()
+    with app.app_context():
+        client = app.extensions["op"].clients.get(client_id)
+        if client is None:
+            raise click.ClickException(f"no client {client_id!r} in {app.extensions['op'].clients.path}")
+        try:
+            user = sqla.session.execute(sqla.select(User).filter_by(username=username)).scalar_one_or_none()
+        except DatabaseError:
+            raise click.ClickException("no users table: run 'oidc-provider db upgrade'") from None
+        user_id, groups, attributes, user_policy, previous = None, (), {}, None, None
+        if user is not None:
+            user_id, groups, attributes = user.id, tuple(user.groups or ()), dict(user.attributes or {})
+            # the users.mfa_policy column where the schema has it, else the attribute
+            user_policy = getattr(user, "mfa_policy", None) or attributes.get("mfa_policy")
+            last = getattr(user, "last_login", None)  # {at, ip, country, latitude, longitude}
+            try:
+                previous = PreviousLogin.from_dict(last) if last else None
+            except (TypeError, ValueError):
+                previous = None
+        context = LoginContext(
+            user_id=user_id, username=username, groups=groups, attributes=attributes, user_policy=user_policy,
+            client_id=client_id, client_policy=client.config.mfa_policy, ip=ip, country=country,
+            latitude=latitude, longitude=longitude, now=now, device_known=not new_device,
+            recent_failures=failures, previous=previous,
+        )
+    decision = evaluate(config, context)
+
+    where = f"{country or 'unknown country'}" + (f" ({latitude:.2f}, {longitude:.2f})" if latitude is not None else "")
+    if user is None:
+        click.echo(f"user:     {username} (no such user: no groups, attributes or policy)")
+    else:
+        click.echo(f"user:     {username} (sub {context.user_id}), groups: {', '.join(context.groups) or '-'}, "
+                   f"policy: {context.user_policy or '-'}")
+    click.echo(f"client:   {client_id}, policy: {context.client_policy or '-'}")
+    click.echo(f"ip:       {ip}, {where}{'' if has_geoip else ', no GeoIP database'}")
+    click.echo(f"at:       {_utc(now)}")
+    click.echo(f"device:   {'new' if new_device else 'known'}, recent failures: {failures}")
+    if previous is not None:
+        click.echo(f"previous: {_utc(previous.at)} from {previous.ip or '-'}, {previous.country or 'unknown country'}")
+    click.echo(f"rules:    {path}, global policy {config.policy}")
+    click.echo(f"decision: {_shown(decision)}")
+    click.echo(f"reason:   {decision.reason}")
+
+
+@policy.command("simulate")
+@click.option("--rules", "rules_path", required=True, type=click.Path(path_type=Path), metavar="NEW.yaml",
+              help="the policy file to try")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="replay the N most recent recorded decisions")
+def policy_simulate(rules_path, limit):
+    """Replay recorded decisions (audit 'policy.decision') with other rules; show what changes.
+
+    Each login is replayed with the context recorded then (its time, GeoIP data, user
+    groups and policies), so only the policy file differs.
+    """
+    from sqlalchemy.exc import DatabaseError
+
+    from .authn.policy import Decision, LoginContext, evaluate
+    from .extensions import db as sqla
+    from .models import AuditEvent
+
+    config = _load_policy(rules_path)
+    app = _app()
+    with app.app_context():
+        try:
+            rows = sqla.session.execute(
+                sqla.select(AuditEvent).filter_by(event="policy.decision")
+                .order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
+            ).scalars().all()
+        except DatabaseError:
+            raise click.ClickException("no audit table: run 'oidc-provider db upgrade'") from None
+        records = [(row.id, row.detail) for row in reversed(rows)]  # oldest first
+    replayed = changed = skipped = 0
+    for _, detail in records:
+        try:
+            context = LoginContext.from_dict(detail["context"])
+            old = Decision.from_dict(detail["decision"])
+        except (KeyError, TypeError, ValueError):
+            skipped += 1
+            continue
+        new = evaluate(config, context)
+        replayed += 1
+        if (new.action, new.acr) != (old.action, old.acr):
+            changed += 1
+            who = context.username or context.user_id or "-"
+            click.echo(f"{_utc(context.now)}  {who}  {context.client_id}  {context.ip or '-'}  "
+                       f"{_shown(old)} -> {_shown(new)}  {new.reason}")
+    click.echo(f"{replayed} decisions replayed, {changed} would change")
+    if skipped:
+        click.echo(f"{skipped} unreadable records skipped")

@@ -40,6 +40,10 @@ class Lockout:
         db.session.commit()
         return row[0] if row else None
 
+    @staticmethod
+    def is_locked(user) -> bool:
+        return bool(user.locked_until and user.locked_until > time.time())
+
     def succeeded(self, user_id: str) -> None:
         db.session.execute(_RESET, {"id": user_id})
         db.session.commit()

@@ -63,6 +63,9 @@ class ClientConfig(Strict):
     access_token_lifetime: int | None = Field(None, gt=0)
     refresh_token_lifetime: int | None = Field(None, gt=0)
     can_introspect: bool = False  # resource servers may introspect any client's tokens
+    # MFA policy for this client's logins (config/policy.yaml); a user's own policy wins;
+    # None: the global policy. Rules in config/policy.yaml take precedence over both.
+    mfa_policy: Literal["never", "adaptive", "always"] | None = None
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

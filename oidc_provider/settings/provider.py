@@ -225,6 +225,9 @@ class Settings(Strict):
     voice: Gateway = Gateway()  # how voice calls reach users; unset: dev outbox only
     otp: Otp = Otp()
     lockout: LockoutSettings = LockoutSettings()
+    # Keys that encrypt reversible secrets (TOTP seeds...), derived from the master secret by id;
+    # the first encrypts, all decrypt. Rotate: put a new id first, then `keys reencrypt`.
+    encryption_key_ids: list[str] = Field(["m1"], min_length=1)
     trusted_devices: TrustedDevices = TrustedDevices()
     # Enabled factors, in the order the sign-in page offers them ("email" is the magic link).
     factors: list[Literal[FACTOR_IDS]] = list(FACTOR_IDS)  # type: ignore[valid-type]

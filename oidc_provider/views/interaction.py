@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 
 from ..authn import interaction as interactions
 from ..authn.chain import next_choices, usable_factors
+from ..authn.factors import Verification
 from ..authn.lockout import verify_counted
 from ..authn.otp import SendRefused
 from ..authn.session import COOKIE as SESSION_COOKIE
@@ -25,6 +26,10 @@ from ..models import User, record_audit
 from ..oauth.endpoints import finish_logout, redirect_to_client
 
 bp = Blueprint("interaction", __name__)
+
+# The page for a pending step, by factor kind; other kinds use factor_<kind>.html.
+PAGES = {"code": "code.html", "link": "link_sent.html"}
+ANSWERED_KINDS = ("code", "webauthn")  # kinds whose answer is posted to /verify
 
 SCOPE_DESCRIPTIONS = {
     "openid": "Sign you in with your account",
@@ -112,8 +117,9 @@ def _render_step(record, client, error=None, status=200, login=None):
         scopes = [s for s in (_first(record, "scope") or "").split() if s in client.config.scopes]
         return _page("consent.html", record, client, scopes=[(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scopes])
     if pending:
-        template = "link_sent.html" if pending["kind"] == "link" else "code.html"
-        return _page(template, record, client, status, error, pending=pending)
+        template = PAGES.get(pending["kind"], f"factor_{pending['kind']}.html")
+        return _page(template, record, client, status, error, pending=pending,
+                     factor=_op().factors.get(pending["factor"]))
     user, usable = _signed_in_user(record)
     if user is not None:
         choices, gaps = _choices(record, user, usable)
@@ -135,6 +141,17 @@ def show(uid: str):
     if pending and pending["kind"] == "link" and record.get("link_confirmed"):
         user = db.session.get(User, pending["user_id"])
         return _complete(record, client, user, _op().factors.get(pending["factor"]))
+    factor = _op().factors.get(pending["factor"]) if pending else None
+    if factor is not None and hasattr(factor, "poll"):  # e.g. push: the page refreshes until answered
+        result = factor.poll(pending, _context(record))
+        if result is not None:
+            user = db.session.get(User, pending["user_id"]) if pending["user_id"] else None
+            if result.ok and user is not None:
+                return _complete(record, client, user, factor)
+            _failed(record, client, user, factor, result.reason)
+            record.pop("pending", None)
+            interactions.save(record)
+            return _render_step(record, client, error=factor.failure_message, status=401)
     return _render_step(record, client)
 
 
@@ -214,6 +231,7 @@ def login(uid: str):
 # -- codes and links ----------------------------------------------------------------------------
 
 def _send(record, client, factor, user, login_name):
+    """Start the factor's challenge (send a code or a link, make WebAuthn options...)."""
     try:
         result = factor.begin(user, _context(record))
     except SendRefused as refused:
@@ -222,9 +240,10 @@ def _send(record, client, factor, user, login_name):
         current_app.logger.warning("delivery of %s failed: %s", factor.id, exc)
         return _render_step(record, client, error="delivery_failed", status=503)
     record["pending"] = {
-        "factor": factor.id, "kind": factor.kind, "challenge": result["challenge"],
-        "user_id": user.id if user and result["challenge"] else None,
-        "sent_to": result.get("sent_to"), "login": login_name,
+        "challenge": None, "sent_to": None, **result,
+        "factor": factor.id, "kind": factor.kind, "login": login_name,
+        # only an account that can use the factor is ever bound to the step (no enumeration)
+        "user_id": user.id if user is not None and factor.available_for(user) else None,
     }
     interactions.save(record)
     return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
@@ -245,6 +264,8 @@ def start(uid: str):
             return _render_step(record, client, error="factor_not_allowed", status=400)
         return _send(record, client, factor, signed_in, signed_in.username)
     login_name = (request.form.get("login") or "").strip()[:320]
+    if getattr(factor, "usernameless", False) and not login_name:  # a passkey names its user
+        return _send(record, client, factor, None, "")
     if not login_name:
         return _render_step(record, client, error="login_missing", status=400)
     return _send(record, client, factor, User.find_by_login(login_name), login_name)
@@ -279,15 +300,21 @@ def verify(uid: str):
     if failure:
         return failure
     pending = record.get("pending")
-    if not pending or pending["kind"] != "code":
+    if not pending or pending["kind"] not in ANSWERED_KINDS:
         return redirect(url_for("interaction.show", uid=uid), code=303)
-    factor = _op().factors.get(pending["factor"])
+    op = _op()
+    factor = op.factors.get(pending["factor"])
     user = db.session.get(User, pending["user_id"]) if pending["user_id"] else None
-    code = (request.form.get("code") or "")[:32]
-    result = verify_counted(_op(), factor, user, {"code": code}, {**_context(record), "challenge": pending["challenge"]})
-    if not result.ok:
+    answer = {factor.response_field: (request.form.get(factor.response_field) or "")[:factor.max_response]}
+    context = {**_context(record), "challenge": pending["challenge"], "pending": pending}
+    result = verify_counted(op, factor, user, answer, context)
+    if result.ok and user is None and result.user_id:  # usernameless: the credential named the user
+        user = db.session.get(User, result.user_id)
+        if user is None or user.disabled or op.lockout.is_locked(user):
+            result = Verification(False, "account unusable or locked")
+    if not result.ok or user is None:
         _failed(record, client, user, factor, result.reason)
-        return _render_step(record, client, error="code_failed", status=401)
+        return _render_step(record, client, error=factor.failure_message, status=401)
     return _complete(record, client, user, factor)
 
 

@@ -13,16 +13,25 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome of a factor's check; `reason` is for logs only, never shown to the user."""
+    """The outcome of a factor's check; `reason` is for logs only, never shown to the user.
+    A usernameless factor (a passkey) names the user it identified in `user_id`."""
 
     ok: bool
     reason: str = ""
+    user_id: str | None = None
 
 
 class Factor(Protocol):
     id: str  # stable name used in URLs, config and audit ("password", "email-otp", ...)
     amr: str  # RFC 8176 / Transmit method reference it contributes to the ID token
     flow: str  # delivery channel or kind; distinct flows make MFA
+    # How the sign-in pages drive it: "password" | "code" (an answer typed in) | "link" (a link
+    # followed) | "webauthn" (a browser ceremony whose result is posted) | "push" (polled).
+    kind: str
+    response_field: str  # the form field that carries the answer (code, webauthn)
+    max_response: int  # longest answer accepted, in characters
+    failure_message: str  # catalogued message id shown when the answer is refused
+    usernameless: bool  # may start without a login name (passkeys)
 
     def available_for(self, user) -> bool:
         """Whether this user can use the factor now (enrolled, verified contact point...)."""

@@ -10,6 +10,9 @@ from . import Verification
 class CodeFactor:
     kind = "code"  # the page asks for a code ("link": the user follows a link)
     response_field = "code"
+    max_response = 32
+    failure_message = "code_failed"
+    usernameless = False
     id: str
     amr: str
     flow: str

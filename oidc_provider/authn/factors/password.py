@@ -22,6 +22,11 @@ class PasswordFactor:
     id = "password"
     amr = "pwd"
     flow = "knowledge"
+    kind = "password"
+    response_field = "password"
+    max_response = 1024
+    failure_message = "login_failed"
+    usernameless = False
 
     def __init__(self, store, settings):
         self.store = store

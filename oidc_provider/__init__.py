@@ -32,7 +32,8 @@ class Provider:
     lockout: object = None
     levels: list = None  # acr levels (authn/acr.py), weakest first
     secret_box: object = None  # encrypts reversible secrets at rest (crypto.py)
-    geoip: object = None  # country and place of an IP, when a MaxMind database is configured
+    policy: object = None  # config/policy.yaml, reloaded on change (settings/policy.py)
+    geoip_cache: dict = None  # GeoIP readers by database path (authn/signin.py)
     devices: object = None
     factors: object = None  # built from the services above
     server: object = None
@@ -59,6 +60,8 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .authn.factors import build_registry
     from .authn.acr import levels_from_settings
     from .crypto import SecretBox
+    from .settings.policy import load_policy
+    from .settings.reloading import ReloadingFile
     from .authn.devices import Devices
     from .authn.lockout import Lockout
     from .authn.otp import OneTimeSecrets
@@ -121,6 +124,9 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.levels = levels_from_settings(settings.acr)
     op.secret_box = SecretBox([(key_id, secret.derive(f"secret-box:{key_id}"))
                                for key_id in settings.encryption_key_ids])
+    op.policy = ReloadingFile(resolve_path(base_dir, settings.policy_file),
+                              lambda path: load_policy(path, missing_ok=True))
+    op.geoip_cache = {}
     op.lockout = Lockout(settings)
     op.devices = Devices(secret.derive("trusted-devices"), settings)
     op.factors = build_registry(op)

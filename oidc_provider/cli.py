@@ -94,7 +94,7 @@ def _read_password(prompt: str) -> str:
 
 
 def create_user(username, password, email=None, phone=None, name=None, email_verified=False,
-                phone_verified=False):
+                phone_verified=False, groups=None, attributes=None):
     from .authn.factors.password import hash_password
     from .extensions import db as sqla
     from .models import User, record_audit
@@ -102,7 +102,8 @@ def create_user(username, password, email=None, phone=None, name=None, email_ver
     user = User(
         username=username, email=email.lower() if email else None, name=name, phone_number=phone,
         email_verified=email_verified, phone_number_verified=phone_verified,
-        password_hash=hash_password(password) if password else None, groups=[], attributes={},
+        password_hash=hash_password(password) if password else None, groups=list(groups or []),
+        attributes=dict(attributes or {}),
     )
     sqla.session.add(user)
     sqla.session.commit()
@@ -351,7 +352,6 @@ def demo():
     import base64
     import hashlib
 
-    from .authn.factors.password import hash_password  # noqa: F401  (fails early if argon2 is missing)
     from .extensions import db as sqla
     from .models import User
     from .oauth.keys import _write_private
@@ -519,7 +519,8 @@ def policy_explain(username, client_id, ip, at, new_device, failures, rules_path
 
     from sqlalchemy.exc import DatabaseError
 
-    from .authn.policy import LoginContext, PreviousLogin, evaluate
+    from .authn.policy import LoginContext, evaluate
+    from .authn.signin import login_context
     from .extensions import db as sqla
     from .models import User
 
@@ -544,22 +545,17 @@ def policy_explain(username, client_id, ip, at, new_device, failures, rules_path
             user = sqla.session.execute(sqla.select(User).filter_by(username=username)).scalar_one_or_none()
         except DatabaseError:
             raise click.ClickException("no users table: run 'oidc-provider db upgrade'") from None
-        user_id, groups, attributes, user_policy, previous = None, (), {}, None, None
+        location = (country, latitude, longitude)
         if user is not None:
-            user_id, groups, attributes = user.id, tuple(user.groups or ()), dict(user.attributes or {})
-            # the users.mfa_policy column where the schema has it, else the attribute
-            user_policy = getattr(user, "mfa_policy", None) or attributes.get("mfa_policy")
-            last = getattr(user, "last_login", None)  # {at, ip, country, latitude, longitude}
-            try:
-                previous = PreviousLogin.from_dict(last) if last else None
-            except (TypeError, ValueError):
-                previous = None
-        context = LoginContext(
-            user_id=user_id, username=username, groups=groups, attributes=attributes, user_policy=user_policy,
-            client_id=client_id, client_policy=client.config.mfa_policy, ip=ip, country=country,
-            latitude=latitude, longitude=longitude, now=now, device_known=not new_device,
-            recent_failures=failures, previous=previous,
-        )
+            context = login_context(user, client, ip, location, now, not new_device, failures)
+        else:
+            context = LoginContext(
+                user_id=None, username=username, groups=(), attributes={}, user_policy=None,
+                client_id=client_id, client_policy=client.config.mfa_policy, ip=ip, country=country,
+                latitude=latitude, longitude=longitude, now=now, device_known=not new_device,
+                recent_failures=failures, previous=None,
+            )
+        previous = context.previous
     decision = evaluate(config, context)
 
     where = f"{country or 'unknown country'}" + (f" ({latitude:.2f}, {longitude:.2f})" if latitude is not None else "")

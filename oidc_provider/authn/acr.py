@@ -178,7 +178,7 @@ def _claims_acr(claims) -> tuple[list[str], bool]:
     return values, essential
 
 
-def _mfa_level(levels: Sequence[Level]) -> Level:
+def mfa_level(levels: Sequence[Level]) -> Level:
     """What require_mfa asks for: the level named mfa, else the weakest needing two flows."""
     by_value = {level.value: level for level in levels}
     if MFA in by_value:
@@ -207,7 +207,7 @@ def parse_acr_request(acr_values, claims, require_mfa, levels: Sequence[Level]) 
             candidates.append(by_value[value])
         # anything else is unknown: ignored here; when essential the caller answers an error
     if _require_mfa(require_mfa):
-        candidates.append(_mfa_level(levels))
+        candidates.append(mfa_level(levels))
     level = max(candidates, key=lambda level: level.rank) if candidates else None
     return AcrRequest(level=level, essential=essential, upstream=upstream, requested=tuple(requested))
 

@@ -24,6 +24,7 @@ _ATTEMPT = text(
     "WHERE id = :id AND (locked_until IS NULL OR locked_until <= :now) "
     "RETURNING failed_attempts"
 )
+RECENT_WINDOW = 3600  # seconds
 _RESET = text("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = :id")
 
 
@@ -65,6 +66,13 @@ def verify_counted(op, factor, user, response: dict, context: dict):
     result = factor.verify(user, response, context)
     if result.ok:
         op.lockout.succeeded(user.id)
-    elif count >= op.lockout.limit:
+        return result
+    # the adaptive policy looks at failures of the last hour, successes or not
+    op.store.incr(f"recent-failures:{user.id}", RECENT_WINDOW)
+    if count >= op.lockout.limit:
         record_audit("account.locked", user_id=user.id, factor=factor.id, failures=count)
     return result
+
+
+def recent_failures(op, user_id: str) -> int:
+    return int(op.store.get(f"recent-failures:{user_id}") or 0)

@@ -21,7 +21,7 @@ from ..authn import interaction as interactions
 from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.acr import AcrRequestError, parse_acr_request
 from ..authn.session import auth_context
-from ..authn.signin import record_signin
+from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
@@ -222,6 +222,14 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
         return redirect_to_client(redirect_uri, {"error": "unmet_authentication_requirements", "state": state,
                                                  "error_description": "The essential acr is not offered here."})
     level = asked.level
+    if user is not None:  # rules and policies take part as soon as the user is known
+        decision = policy_decision(op, user, client)
+        demanded = decision_level(op.levels, decision)
+        if decision.action == "deny" or (decision.action == "require_acr" and demanded is None):
+            return redirect_to_client(redirect_uri, {"error": "access_denied", "state": state,
+                                                     "error_description": "Sign-in refused by policy."})
+        if demanded is not None and (level is None or demanded.rank > level.rank):
+            level = demanded
     now = time.time()
     need, usable = interactions.login_needed(session if user else None, level, prompts, max_age, interaction, now)
     if need is None:

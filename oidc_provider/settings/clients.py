@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
-import time
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -21,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .provider import ConfigError, Strict, read_yaml
+from .reloading import ReloadingFile
 
 log = logging.getLogger(__name__)
 
@@ -180,51 +179,16 @@ def _field_from_message(message: str) -> str:
     return text.split(":", 1)[0] if ":" in text else "?"
 
 
-class ClientRegistry:
+class ClientRegistry(ReloadingFile[dict]):
     """Clients by id, reloaded when the file changes; the last good set survives a bad edit."""
 
-    CHECK_INTERVAL = 1.0
-
     def __init__(self, path: Path, secret_key: bytes):
-        self.path = path
-        self._secret_key = secret_key
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        self._clients = parse_clients(path, secret_key)  # a bad file at start-up is fatal
-        self._checked_at = time.monotonic()
-        self.last_error: str | None = None
-
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < self.CHECK_INTERVAL:
-            return
-        with self._lock:
-            self._checked_at = now
-            stamp = self._file_stamp()
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp
-            try:
-                self._clients = parse_clients(self.path, self._secret_key)
-                self.last_error = None
-                log.info("reloaded %s: %d clients", self.path, len(self._clients))
-            except ConfigError as exc:
-                self.last_error = str(exc)
-                log.error("kept the last good clients; %s", exc)
+        super().__init__(path, lambda file: parse_clients(file, secret_key))
 
     def get(self, client_id: str | None) -> Client | None:
         if not isinstance(client_id, str):
             return None
-        self._maybe_reload()
-        return self._clients.get(client_id)
+        return self.value.get(client_id)
 
     def all(self) -> list[Client]:
-        self._maybe_reload()
-        return list(self._clients.values())
+        return list(self.value.values())

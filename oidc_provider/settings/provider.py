@@ -209,6 +209,7 @@ class Settings(Strict):
     database_url: str = "sqlite:///instance/oidc.db"  # relative paths are from the base dir
     keys_dir: str = "keys"
     clients_file: str = "config/clients.yaml"
+    policy_file: str = "config/policy.yaml"  # MFA policy and rules; missing: policy never
     dev_mode: bool = True  # development conveniences (dev outbox, demo data); off in production
     lifetimes: Lifetimes = Lifetimes()
     resources: dict[str, Resource] = {}

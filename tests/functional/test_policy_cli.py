@@ -105,7 +105,7 @@ def home(tmp_path_factory):
     for username in ("alice", "bob", "carol", "dave"):
         cli(base, "users", "add", username, "--password-stdin", input=PASSWORD + "\n")
     update_user(base, "alice", groups=["admins", "staff"])
-    update_user(base, "carol", attributes={"mfa_policy": "never", "department": "hr"})
+    update_user(base, "carol", mfa_policy="never", attributes={"department": "hr"})
     update_user(base, "dave", last_login={"at": datetime.fromisoformat("2024-05-06T09:00:00+00:00").timestamp(),
                                           "ip": "81.2.69.142", "country": "GB",
                                           "latitude": 51.5142, "longitude": -0.0931})

@@ -201,6 +201,75 @@ def users_verify(username, email, phone):
                    f"phone {'verified' if user.phone_number_verified else 'unverified'}")
 
 
+def _user_or_fail(username):
+    from .extensions import db as sqla
+    from .models import User
+
+    user = sqla.session.execute(sqla.select(User).filter_by(username=username)).scalar_one_or_none()
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user
+
+
+@users.command("unlock")
+@click.argument("username")
+def users_unlock(username):
+    """End a lockout after repeated failed attempts."""
+    from .models import record_audit
+
+    app = _app()
+    with app.app_context():
+        user = _user_or_fail(username)
+        app.extensions["op"].lockout.unlock(user.id)
+        record_audit("account.unlocked", user_id=user.id, actor="cli")
+        click.echo(f"{username} unlocked")
+
+
+@main.group()
+def devices():
+    """Browsers users signed in from; trusted ("remembered") ones and their revocation."""
+
+
+@devices.command("list")
+@click.argument("username")
+def devices_list(username):
+    """A user's devices, newest first."""
+    import time
+
+    app = _app()
+    with app.app_context():
+        user = _user_or_fail(username)
+        rows = app.extensions["op"].devices.list(user.id)
+        click.echo(f"{'ID':6} {'LAST SEEN':17} {'LAST IP':16} {'TRUSTED UNTIL':17} USER AGENT")
+        for device in rows:
+            seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(device.last_seen))
+            until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(device.trusted_until)) if device.trusted else "-"
+            click.echo(f"{device.id:<6} {seen:17} {device.last_ip or '-':16} {until:17} {device.user_agent or '-'}")
+
+
+@devices.command("revoke")
+@click.argument("username")
+@click.argument("device_id", type=int, required=False)
+@click.option("--all", "all_devices", is_flag=True, help="every device of the user")
+def devices_revoke(username, device_id, all_devices):
+    """Stop trusting a device (or all): the next sign-in from it counts as a new device."""
+    from .models import record_audit
+
+    if not (device_id or all_devices):
+        raise click.ClickException("name a device id or use --all")
+    app = _app()
+    with app.app_context():
+        user = _user_or_fail(username)
+        service = app.extensions["op"].devices
+        chosen = [d for d in service.list(user.id) if all_devices or d.id == device_id]
+        if not chosen:
+            raise click.ClickException(f"{username} has no device {device_id}")
+        for device in chosen:
+            service.revoke(device)
+            record_audit("device.revoked", user_id=user.id, actor="cli", device=device.id)
+        click.echo(f"revoked {len(chosen)} device(s) of {username}")
+
+
 # -- clients ----------------------------------------------------------------------------
 
 @main.group()

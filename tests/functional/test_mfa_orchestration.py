@@ -149,3 +149,43 @@ def test_a_level_with_max_age_falls_back_on_refresh(leveled, gateway_server):
     # and the session asks again for the stale level
     again = agent.authorize(client_id="web", acr_values="mfa")
     assert again.status_code == 200 and ("One more step" in again.text or 'name="password"' in again.text)
+
+
+# -- attacks ---------------------------------------------------------------------------------
+
+def test_skipping_the_second_step_by_calling_later_endpoints(provider, person):
+    agent = UserAgent(provider)
+    choice = agent.login(agent.authorize(client_id="web", acr_values="mfa"), person["username"])
+    uid = re.search(r'action="/interaction/([^/"]+)/', choice.text).group(1)
+    resumed = agent.go(f"{provider.url}/oidc/auth/resume/{uid}")
+    assert resumed.status_code == 200 and "One more step" in resumed.text  # no code
+    forged = agent.go(f"{provider.url}/interaction/{uid}/verify", "POST",
+                      {"csrf_token": agent.csrf(choice), "code": "123456"})
+    assert forged.status_code == 200 and "One more step" in forged.text
+    consent = agent.go(f"{provider.url}/interaction/{uid}/consent", "POST",
+                       {"csrf_token": agent.csrf(choice), "action": "approve"})
+    assert "Location" not in consent.headers or "code=" not in consent.headers["Location"]
+    again = agent.go(f"{provider.url}/oidc/auth/resume/{uid}")
+    assert "One more step" in again.text
+
+
+def test_another_browser_cannot_continue_this_chain(provider, person):
+    victim = UserAgent(provider)
+    choice = victim.login(victim.authorize(client_id="web", acr_values="mfa"), person["username"])
+    attacker = UserAgent(provider)
+    own_page = attacker.authorize(client_id="web")  # a valid CSRF token of the attacker's own
+    uid = re.search(r'action="/interaction/([^/"]+)/', choice.text).group(1)
+    stolen = attacker.go(f"{provider.url}/interaction/{uid}/start", "POST",
+                         {"csrf_token": attacker.csrf(own_page), "factor": "sms"})
+    assert stolen.status_code == 400 and "another browser" in stolen.text
+
+
+def test_a_factor_in_one_session_never_completes_mfa_in_another(provider, person, gateway_server):
+    first = UserAgent(provider)
+    first.login(first.authorize(client_id="web", acr_values="mfa"), person["username"])  # password in A
+    second = UserAgent(provider)
+    code_page = post(second, second.authorize(client_id="web", acr_values="mfa"), "start",
+                     {"login": person["username"], "factor": "sms"})
+    after_sms = second.submit(code_page, {"code": sms_code(gateway_server, person["phone"])})
+    assert after_sms.status_code == 200 and "One more step" in after_sms.text  # B has one factor only
+    assert 'name="password"' in after_sms.text

@@ -202,3 +202,31 @@ def test_require_acr_action_and_deny_after_a_successful_factor(provider, person,
     set_policy(provider, rules=[{"name": "blocked", "if": {}, "then": "deny"}])
     denied = callback_params(agent.authorize(client_id="web"))  # an MFA session, still refused
     assert denied["error"] == "access_denied"
+
+
+def test_trusted_devices_are_listed_and_revoked_with_the_cli(provider, person, gateway_server):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    set_policy(provider, policy="always")
+    agent = UserAgent(provider)
+    finish_with_sms(provider, agent, password_step(agent, person), person, gateway_server)
+    cli = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "oidc-provider")
+    config = provider.base_dir / "provider-cli.yaml"
+    config.write_text(yaml.safe_dump({"database_url": provider.app.config["SQLALCHEMY_DATABASE_URI"].replace(
+        "postgresql+psycopg://", "postgresql://"), "keys_dir": "keys", "clients_file": "clients.yaml"}))
+    env = {**os.environ, "OIDC_PROVIDER_HOME": str(provider.base_dir), "OIDC_PROVIDER_CONFIG": str(config)}
+    listing = subprocess.run([cli, "devices", "list", person["username"]], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    device_id = int(listing.stdout.splitlines()[1].split()[0])
+    assert " - " not in listing.stdout.splitlines()[1].split("127.0.0.1")[1][:20]  # a trusted-until date
+    revoked = subprocess.run([cli, "devices", "revoke", person["username"], str(device_id)], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
+    with provider.app.app_context():
+        from oidc_provider.extensions import db
+        from oidc_provider.models import UserDevice
+
+        assert db.session.get(UserDevice, device_id).trusted is False

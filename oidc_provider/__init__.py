@@ -134,12 +134,11 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.server = create_authorization_server(app, op)
 
     from .oauth.endpoints import bp as oidc_bp
-    from .views.account import bp as account_bp
-    from .views.interaction import bp as interaction_bp
+    from .views import account, interaction, push, recovery, totp, webauthn
 
     app.register_blueprint(oidc_bp)
-    app.register_blueprint(interaction_bp)
-    app.register_blueprint(account_bp)
+    for view in (interaction, account, totp, recovery, webauthn, push):
+        app.register_blueprint(view.bp)
     if settings.dev_mode:
         from .views.dev import bp as dev_bp
 

@@ -26,7 +26,8 @@ def _op():
     return current_app.extensions["op"]
 
 
-def _signed_in():
+def signed_in():
+    """(IdP session, user) of the browser's signed-in user, or (None, None)."""
     session = _op().sessions.load(request.cookies.get(SESSION_COOKIE))
     user = db.session.get(User, session.sub) if session else None
     return (session, user) if user and not user.disabled else (None, None)
@@ -50,7 +51,7 @@ def _render(user, status=200, error=None, sent=None):
 
 @bp.get("/contact")
 def contact():
-    session, user = _signed_in()
+    session, user = signed_in()
     if user is None:
         return error_page("signed_out", 401)
     return _render(user)
@@ -58,7 +59,7 @@ def contact():
 
 @bp.post("/contact/<channel>/send")
 def send(channel: str):
-    session, user = _signed_in()
+    session, user = signed_in()
     if user is None:
         return error_page("signed_out", 401)
     destination, verified = _contact(user, channel) if channel in CHANNELS else (None, True)
@@ -91,7 +92,7 @@ def send(channel: str):
 
 @bp.post("/contact/<channel>/confirm")
 def confirm(channel: str):
-    session, user = _signed_in()
+    session, user = signed_in()
     if user is None or channel not in CHANNELS:
         return error_page("signed_out", 401)
     op = _op()

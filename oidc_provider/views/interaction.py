@@ -38,13 +38,6 @@ SCOPE_DESCRIPTIONS = {
     "phone": "See your phone number",
     "offline_access": "Keep access while you are away",
 }
-FACTOR_LABELS = {
-    "password": "Password",
-    "email-otp": "Email me a code",
-    "sms": "Text me a code",
-    "voice": "Call me with a code",
-    "email": "Email me a sign-in link",
-}
 
 
 def _op():
@@ -106,7 +99,7 @@ def _page(template, record, client, status=200, error=None, **values):
     trust = _op().settings.trusted_devices
     return render_template(
         template, uid=record["uid"], client_name=client.config.client_name or client.client_id,
-        error=MESSAGES[error] if error else None, labels=FACTOR_LABELS,
+        error=MESSAGES[error] if error else None,
         remember_days=trust.days if trust.enabled and record.get("reason") == "login:mfa" else None, **values,
     ), status
 
@@ -127,7 +120,7 @@ def _render_step(record, client, error=None, status=200, login=None):
             return _cannot_meet(record, client, gaps)
         return _page("choose_factor.html", record, client, status, error, choices=choices,
                      done=[use.amr for use in usable])
-    passwordless = [f for f in _op().factors if f.id != "password"]
+    passwordless = [f for f in _op().factors if f.first_factor and f.id != "password"]
     return _page("login.html", record, client, status, error, passwordless=passwordless,
                  login=login if login is not None else (_first(record, "login_hint") or ""))
 

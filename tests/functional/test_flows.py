@@ -226,6 +226,7 @@ def test_discovery_advertises_what_works(provider):
 def test_pages_cannot_be_framed_and_run_no_scripts(provider, agent):
     page = agent.authorize(client_id="web")
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
-    assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none' covers scripts
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
     assert "<script" not in page.text

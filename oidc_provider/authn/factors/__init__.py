@@ -32,6 +32,8 @@ class Factor(Protocol):
     max_response: int  # longest answer accepted, in characters
     failure_message: str  # catalogued message id shown when the answer is refused
     usernameless: bool  # may start without a login name (passkeys)
+    first_factor: bool  # offered on the sign-in page before the user is known
+    label: str  # the button that chooses it, e.g. "Text me a code"
 
     def available_for(self, user) -> bool:
         """Whether this user can use the factor now (enrolled, verified contact point...)."""
@@ -59,20 +61,28 @@ class FactorRegistry:
         return [factor for factor in self._factors.values() if factor.available_for(user)]
 
 
+# Factor id -> "module:Class" in this package; each class is built as Class(op).
+FACTOR_CLASSES = {
+    "password": "password:PasswordFactor",
+    "email-otp": "email_otp:EmailOtpFactor",
+    "sms": "sms_otp:SmsOtpFactor",
+    "voice": "voice_otp:VoiceOtpFactor",
+    "email": "magic_link:MagicLinkFactor",
+    "totp": "totp:TotpFactor",
+    "recovery-code": "recovery_codes:RecoveryCodeFactor",
+    "webauthn-key": "webauthn:SecurityKeyFactor",
+    "webauthn-platform": "webauthn:PlatformFactor",
+    "passkey": "webauthn:PasskeyFactor",
+    "push": "push:PushFactor",
+}
+
+
 def build_registry(op) -> FactorRegistry:
     """The factors enabled in settings, in their configured order."""
-    from .email_otp import EmailOtpFactor
-    from .magic_link import MagicLinkFactor
-    from .password import PasswordFactor
-    from .sms_otp import SmsOtpFactor
-    from .voice_otp import VoiceOtpFactor
+    import importlib
 
-    settings = op.settings
-    sent = {cls.id: cls for cls in (EmailOtpFactor, SmsOtpFactor, VoiceOtpFactor, MagicLinkFactor)}
     factors = []
-    for factor_id in settings.factors:
-        if factor_id == "password":
-            factors.append(PasswordFactor(op.store, settings))
-        else:
-            factors.append(sent[factor_id](op.otp, op.delivery, settings))
+    for factor_id in op.settings.factors:
+        module, _, name = FACTOR_CLASSES[factor_id].partition(":")
+        factors.append(getattr(importlib.import_module(f"{__name__}.{module}"), name)(op))
     return FactorRegistry(factors)

@@ -13,14 +13,15 @@ class CodeFactor:
     max_response = 32
     failure_message = "code_failed"
     usernameless = False
+    first_factor = True
     id: str
     amr: str
     flow: str
 
-    def __init__(self, otp: OneTimeSecrets, delivery, settings):
-        self.otp = otp
-        self.delivery = delivery
-        self.settings = settings
+    def __init__(self, op):
+        self.otp: OneTimeSecrets = op.otp
+        self.delivery = op.delivery
+        self.settings = op.settings
 
     def destination(self, user) -> str | None:
         """The verified address or number the code goes to; None when there is none."""

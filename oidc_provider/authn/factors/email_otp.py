@@ -7,6 +7,7 @@ class EmailOtpFactor(ToVerifiedEmail, CodeFactor):
     id = "email-otp"
     amr = "eml"
     flow = "email"  # an email link and an email code are one flow: together they are not MFA
+    label = "Email me a code"
 
     def deliver(self, destination, secret):
         self.delivery.send_email(destination, "otp", {"code": secret, "minutes": self.minutes, "purpose": "sign in"})

@@ -18,9 +18,11 @@ class MagicLinkFactor(ToVerifiedEmail, CodeFactor):
     amr = "eml"
     flow = "email"
 
-    def __init__(self, otp, delivery, settings):
-        super().__init__(otp, delivery, settings)
-        self.issuer = settings.issuer_url
+    label = "Email me a sign-in link"
+
+    def __init__(self, op):
+        super().__init__(op)
+        self.issuer = op.settings.issuer_url
 
     def new_secret(self):
         return self.otp.new_link_token()

@@ -27,10 +27,12 @@ class PasswordFactor:
     max_response = 1024
     failure_message = "login_failed"
     usernameless = False
+    first_factor = True
+    label = "Password"
 
-    def __init__(self, store, settings):
-        self.store = store
-        self.max_failures = settings.password_failures_before_throttle
+    def __init__(self, op):
+        self.store = op.store
+        self.max_failures = op.settings.password_failures_before_throttle
 
     def available_for(self, user) -> bool:
         return bool(user and user.password_hash and not user.disabled)

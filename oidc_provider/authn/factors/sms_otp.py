@@ -7,6 +7,7 @@ class SmsOtpFactor(ToVerifiedPhone, CodeFactor):
     id = "sms"
     amr = "sms"
     flow = "phone"  # SMS and voice reach the same phone: together they are not MFA
+    label = "Text me a code"
 
     def deliver(self, destination, secret):
         self.delivery.send_sms(destination, f"{secret} is your sign-in code. It expires in {self.minutes} "

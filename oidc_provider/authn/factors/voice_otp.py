@@ -8,6 +8,7 @@ class VoiceOtpFactor(ToVerifiedPhone, CodeFactor):
     id = "voice"
     amr = "tel"
     flow = "phone"
+    label = "Call me with a code"
 
     def deliver(self, destination, secret):
         spoken = spell_digits(secret)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test clean browser
 
 install: $(STAMP)
 
@@ -19,9 +19,15 @@ run: install
 	$(BIN)/oidc-provider demo
 	$(BIN)/oidc-provider run
 
-## test: the whole suite (PostgreSQL and Redis tests skip locally without them, fail in CI)
-test: install
+## test: the whole suite (PostgreSQL, Redis and browser tests skip locally without them, fail in CI)
+test: install browser
 	$(BIN)/python -m pytest
+
+## browser: Debian's chromium for the browser tests (Playwright drives it; it never downloads one)
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is not installed and this is not root: the browser tests will skip"; fi; }
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -142,7 +142,8 @@ BACKENDS = {
 }
 
 
-def start_provider(tmp_path: Path, backend: str, extra_settings: dict | None = None):
+def start_provider(tmp_path: Path, backend: str, extra_settings=None):
+    """A live provider on loopback; `extra_settings` is a dict, or a function of the port."""
     database, store = BACKENDS[backend]
     cleanups = []
     overrides = {"dev_mode": True, "keys_dir": str(tmp_path / "keys"), "clients_file": str(tmp_path / "clients.yaml"),
@@ -174,6 +175,8 @@ def start_provider(tmp_path: Path, backend: str, extra_settings: dict | None = N
     made = write_clients(tmp_path / "clients.yaml", key, client_keys)
     port = _free_port()
     overrides["issuer"] = f"http://127.0.0.1:{port}"
+    if callable(extra_settings):  # settings that depend on the port, e.g. WebAuthn origins
+        extra_settings = extra_settings(port)
     overrides.update(extra_settings or {})
     app = create_app(None, overrides, base_dir=tmp_path)
     upgrade_database(app)
@@ -321,3 +324,20 @@ def gateway(gateway_server):
     gateway_server.reset()
     yield gateway_server
     gateway_server.reset()
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser), headless."""
+    require_service("chromium", lambda: Path(CHROMIUM).exists() or (_ for _ in ()).throw(FileNotFoundError(CHROMIUM)))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -8,6 +8,7 @@ code comes next.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
@@ -51,6 +52,17 @@ def _first(record, name):
 
 def _session():
     return _op().sessions.load(request.cookies.get(SESSION_COOKIE))
+
+
+def interaction_view(view):
+    """Load the browser's interaction and its client for a view, or answer with an error page."""
+
+    @functools.wraps(view)
+    def wrapper(uid: str):
+        record, client, failure = _load(uid)
+        return failure or view(record, client)
+
+    return wrapper
 
 
 def _load(uid):
@@ -126,10 +138,8 @@ def _render_step(record, client, error=None, status=200, login=None):
 
 
 @bp.get("/interaction/<uid>")
-def show(uid: str):
-    record, client, failure = _load(uid)
-    if failure:
-        return failure
+@interaction_view
+def show(record, client):
     pending = record.get("pending")
     if pending and pending["kind"] == "link" and record.get("link_confirmed"):
         user = db.session.get(User, pending["user_id"])
@@ -198,10 +208,8 @@ def _deny(record, client, error="access_denied", description="The user declined.
 # -- password -----------------------------------------------------------------------------------
 
 @bp.post("/interaction/<uid>/login")
-def login(uid: str):
-    record, client, failure = _load(uid)
-    if failure:
-        return failure
+@interaction_view
+def login(record, client):
     if request.form.get("action") == "cancel":
         return _deny(record, client)
     factor = _op().factors.get("password")
@@ -243,11 +251,9 @@ def _send(record, client, factor, user, login_name):
 
 
 @bp.post("/interaction/<uid>/start")
-def start(uid: str):
+@interaction_view
+def start(record, client):
     """Send a code or a link for the chosen factor."""
-    record, client, failure = _load(uid)
-    if failure:
-        return failure
     factor = _op().factors.get(request.form.get("factor", ""))
     if factor is None or factor.id == "password":
         return _render_step(record, client, error="factor_not_allowed", status=400)
@@ -265,36 +271,30 @@ def start(uid: str):
 
 
 @bp.post("/interaction/<uid>/resend")
-def resend(uid: str):
-    record, client, failure = _load(uid)
-    if failure:
-        return failure
+@interaction_view
+def resend(record, client):
     pending = record.get("pending")
     if not pending:
-        return redirect(url_for("interaction.show", uid=uid), code=303)
+        return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
     user = db.session.get(User, pending["user_id"]) if pending["user_id"] else User.find_by_login(pending["login"])
     return _send(record, client, _op().factors.get(pending["factor"]), user, pending["login"])
 
 
 @bp.post("/interaction/<uid>/restart")
-def restart(uid: str):
+@interaction_view
+def restart(record, _client):
     """Choose another method."""
-    record, _, failure = _load(uid)
-    if failure:
-        return failure
     record.pop("pending", None)
     interactions.save(record)
-    return redirect(url_for("interaction.show", uid=uid), code=303)
+    return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
 
 
 @bp.post("/interaction/<uid>/verify")
-def verify(uid: str):
-    record, client, failure = _load(uid)
-    if failure:
-        return failure
+@interaction_view
+def verify(record, client):
     pending = record.get("pending")
     if not pending or pending["kind"] not in ANSWERED_KINDS:
-        return redirect(url_for("interaction.show", uid=uid), code=303)
+        return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
     op = _op()
     factor = op.factors.get(pending["factor"])
     user = db.session.get(User, pending["user_id"]) if pending["user_id"] else None
@@ -344,10 +344,8 @@ def confirm_link(token: str):
 # -- consent ------------------------------------------------------------------------------------
 
 @bp.post("/interaction/<uid>/consent")
-def consent(uid: str):
-    record, client, failure = _load(uid)
-    if failure:
-        return failure
+@interaction_view
+def consent(record, client):
     if request.form.get("action") != "approve":
         return _deny(record, client)
     op = _op()
@@ -361,7 +359,7 @@ def consent(uid: str):
     interactions.save(record)
     record_audit("consent.given", user_id=session.sub, client_id=client.client_id, ip=request.remote_addr,
                  scopes=sorted(scopes))
-    return redirect(url_for("oidc.resume", uid=uid), code=303)
+    return redirect(url_for("oidc.resume", uid=record["uid"]), code=303)
 
 
 # -- logout -------------------------------------------------------------------------------------

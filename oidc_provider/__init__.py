@@ -134,11 +134,17 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.server = create_authorization_server(app, op)
 
     from .oauth.endpoints import bp as oidc_bp
-    from .views import account, interaction, push, recovery, totp, webauthn
+    from .views import account, direct_api, interaction, push, recovery, totp, webauthn
 
     app.register_blueprint(oidc_bp)
     for view in (interaction, account, totp, recovery, webauthn, push):
         app.register_blueprint(view.bp)
+    app.register_blueprint(direct_api.bp)
+    # the Transmit guide's URLs (https://host/cis/v1/auth/...) work with only the host changed
+    app.register_blueprint(direct_api.bp, url_prefix="/cis/v1/auth", name="direct_api_cis")
+    for endpoint, view in list(app.view_functions.items()):
+        if endpoint.startswith("direct_api"):  # Bearer-authenticated API calls, not browser forms
+            csrf.exempt(view)
     if settings.dev_mode:
         from .views.dev import bp as dev_bp
 

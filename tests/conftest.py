@@ -105,7 +105,7 @@ class Provider:
 
 
 def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
-    made = {name: secrets.token_urlsafe(32) for name in ("web", "web-post", "backend", "resource-server")}
+    made = {name: secrets.token_urlsafe(32) for name in ("web", "web-post", "backend", "resource-server", "api-backend")}
     clients = [
         {"client_id": "web", "client_name": "Web app", "client_secret_hash": hash_client_secret(made["web"], key),
          "redirect_uris": [REDIRECT], "post_logout_redirect_uris": ["http://127.0.0.1:9/bye"],
@@ -126,6 +126,11 @@ def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
         {"client_id": "strict-app", "client_name": "Strict app", "client_secret_hash": hash_client_secret(made["web"], key),
          "redirect_uris": [REDIRECT], "grant_types": ["authorization_code"], "first_party": True,
          "scopes": ["openid"], "mfa_policy": "always"},
+        {"client_id": "api-backend", "client_name": "Direct API backend",
+         "client_secret_hash": hash_client_secret(made["api-backend"], key),
+         "redirect_uris": ["https://domain.com/verify", REDIRECT],
+         "grant_types": ["client_credentials", "authorization_code"], "first_party": True,
+         "scopes": ["openid", "auth.email", "auth.sms", "auth.password"]},
         {"client_id": "backend", "client_secret_hash": hash_client_secret(made["backend"], key),
          "grant_types": ["client_credentials"], "scopes": ["orders:read", "orders:write"]},
         {"client_id": "resource-server", "client_name": "Resource server",

@@ -44,13 +44,14 @@ def login_context(user, client, ip, location, now: float, device_known: bool, fa
     )
 
 
-def policy_decision(op, user, client) -> Decision:
-    """Evaluate the policy for this browser's sign-in and record the decision with its reason.
+def policy_decision(op, user, client, ip: str | None = None) -> Decision:
+    """Evaluate the policy for this sign-in and record the decision with its reason. `ip` is the
+    end user's (the direct API's client_attributes), else this request's.
 
     A trusted device may relax only the adaptive policy: it never stands in for a factor
     that a rule or an acr level demands.
     """
-    ip = request.remote_addr
+    ip = ip or request.remote_addr
     device_id = request.cookies.get(DEVICE_COOKIE)
     context = login_context(user, client, ip, geoip(op).lookup(ip), time.time(),
                             op.devices.is_known(user.id, device_id), recent_failures(op, user.id))

@@ -42,6 +42,14 @@ class User(db.Model):
             return db.session.execute(db.select(cls).filter_by(email=login.lower())).scalar_one_or_none()
         return db.session.execute(db.select(cls).filter_by(username=login)).scalar_one_or_none()
 
+    @classmethod
+    def find_by_phone(cls, number: str) -> User | None:
+        """The account whose *verified* phone number this is (numbers are not unique until verified)."""
+        rows = db.session.execute(
+            db.select(cls).filter_by(phone_number=number.strip(), phone_number_verified=True)
+        ).scalars().all()
+        return rows[0] if len(rows) == 1 else None
+
     def claims_for_scope(self, scopes: set[str]) -> dict:
         """OpenID Connect Core 5.4: standard claims by scope."""
         claims: dict = {}

@@ -69,6 +69,13 @@ def access_jti_for(code_hash: str) -> str:
     return "c" + code_hash[:31]
 
 
+def store_authorization_code(op, code: str, **fields) -> AuthorizationCode:
+    """Keep what a code stands for, under its hash, for the code's short lifetime."""
+    record = AuthorizationCode(code_hash=sha256_hex(code), **fields)
+    op.store.set(f"code:{record.code_hash}", asdict(record), op.settings.lifetimes.authorization_code)
+    return record
+
+
 def requested_resources(payload_values: list[str], settings) -> tuple[str, ...]:
     """RFC 8707 2: each `resource` must be an absolute URI we know."""
     unknown = [value for value in payload_values if value not in settings.resources]
@@ -153,8 +160,8 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
                 raise InvalidRequestError(f"'{name}' is included more than once.")
 
     def save_authorization_code(self, code, request):
-        code_record = AuthorizationCode(
-            code_hash=sha256_hex(code),
+        store_authorization_code(
+            self.op, code,
             client_id=request.client.client_id,
             redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri(),
             scope=request.scope,
@@ -165,8 +172,6 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
             code_challenge_method=request.payload.data.get("code_challenge_method"),
             resources=request.resources,
         )
-        lifetime = self.op.settings.lifetimes.authorization_code
-        self.op.store.set(f"code:{code_record.code_hash}", asdict(code_record), lifetime)
 
     def query_authorization_code(self, code, client):
         if not isinstance(code, str) or len(code) > 256:

@@ -316,7 +316,8 @@ def link(token: str):
     """A GET only shows a button: mail scanners that fetch links must not use them up."""
     if _op().otp.find_by_link(token) is None:
         return error_page("link_invalid", 400)
-    return render_template("link_confirm.html", token=token)
+    return render_template("link_confirm.html", token=token,
+                           action=url_for("interaction.confirm_link", token=token))
 
 
 @bp.post("/interaction/link/<token>")

@@ -30,7 +30,7 @@ class CodeFactor:
     def mask(self, destination: str) -> str:
         raise NotImplementedError
 
-    def deliver(self, destination: str, secret: str) -> None:
+    def deliver(self, destination: str, secret: str, context: dict) -> None:
         raise NotImplementedError
 
     def new_secret(self) -> str:
@@ -55,7 +55,7 @@ class CodeFactor:
         issued = self.otp.issue(factor=self.id, binding=binding, user_id=user.id, destination=destination,
                                 secret=self.new_secret(), lifetime=self.lifetime)
         try:
-            self.deliver(destination, issued.secret)
+            self.deliver(destination, issued.secret, context)
         except Exception:
             self.otp.undo_send(issued, factor=self.id, binding=binding)
             raise

@@ -9,5 +9,5 @@ class EmailOtpFactor(ToVerifiedEmail, CodeFactor):
     flow = "email"  # an email link and an email code are one flow: together they are not MFA
     label = "Email me a code"
 
-    def deliver(self, destination, secret):
+    def deliver(self, destination, secret, context):
         self.delivery.send_email(destination, "otp", {"code": secret, "minutes": self.minutes, "purpose": "sign in"})

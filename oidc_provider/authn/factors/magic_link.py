@@ -31,6 +31,7 @@ class MagicLinkFactor(ToVerifiedEmail, CodeFactor):
     def lifetime(self):
         return self.settings.otp.link_lifetime
 
-    def deliver(self, destination, secret):
-        url = f"{self.issuer}/interaction/link/{secret}"
+    def deliver(self, destination, secret, context):
+        # the sign-in pages' landing, or the direct API's when it asked (context["link_url"])
+        url = context.get("link_url", f"{self.issuer}/interaction/link/{{token}}").format(token=secret)
         self.delivery.send_email(destination, "magic_link", {"url": url, "minutes": self.minutes})

@@ -9,6 +9,6 @@ class SmsOtpFactor(ToVerifiedPhone, CodeFactor):
     flow = "phone"  # SMS and voice reach the same phone: together they are not MFA
     label = "Text me a code"
 
-    def deliver(self, destination, secret):
+    def deliver(self, destination, secret, context):
         self.delivery.send_sms(destination, f"{secret} is your sign-in code. It expires in {self.minutes} "
                                             "minutes. Never share it.")

@@ -10,6 +10,6 @@ class VoiceOtpFactor(ToVerifiedPhone, CodeFactor):
     flow = "phone"
     label = "Call me with a code"
 
-    def deliver(self, destination, secret):
+    def deliver(self, destination, secret, context):
         spoken = spell_digits(secret)
         self.delivery.send_voice(destination, f"Your sign-in code is {spoken}. Again, your code is {spoken}.")

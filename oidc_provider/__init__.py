@@ -134,10 +134,10 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.server = create_authorization_server(app, op)
 
     from .oauth.endpoints import bp as oidc_bp
-    from .views import account, direct_api, interaction, push, recovery, totp, webauthn
+    from .views import account, direct_api, federation, interaction, push, recovery, totp, webauthn
 
     app.register_blueprint(oidc_bp)
-    for view in (interaction, account, totp, recovery, webauthn, push):
+    for view in (interaction, account, totp, recovery, webauthn, push, federation):
         app.register_blueprint(view.bp)
     app.register_blueprint(direct_api.bp)
     # the Transmit guide's URLs (https://host/cis/v1/auth/...) work with only the host changed

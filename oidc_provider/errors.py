@@ -42,6 +42,18 @@ MESSAGES = {
     "factor_not_allowed": "That method cannot be used for this step. Choose another.",
     "mfa_unavailable": "This sign-in needs a second method, but the account has none it can use yet "
                        "(a verified email address and phone number, or another factor).",
+    "totp_failed": "That code is not right or was already used. Wait for the next code in your app and try again.",
+    "recovery_code_failed": "That recovery code is not right or was already used. Check it and try again.",
+    "totp_setup_expired": "This setup has expired. Start again to get a new QR code.",
+    "push_failed": "The sign-in was not approved on your device: it was denied, or no answer came in time. "
+                   "Try again or choose another method.",
+    "push_rate_limited": "Too many approval requests were sent to your devices. Wait a while, or choose "
+                         "another method.",
+    "webauthn_failed": "That security key or passkey was not accepted, or the request expired. "
+                       "Try again, or choose another method.",
+    "webauthn_registration_failed": "The security key or passkey could not be added. Try again, and "
+                                    "answer your browser's prompt when it appears.",
+    "webauthn_kind": "That kind of security key or passkey cannot be added here.",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator,
@@ -133,7 +133,101 @@ class TrustedDevices(Strict):
     days: int = Field(30, gt=0, le=365)  # how long a device stays trusted
 
 
-FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email")
+class TotpAndRecoveryCodes(Strict):
+    """Authenticator apps (TOTP, RFC 6238) and recovery codes: the `totp_recovery:` block."""
+
+    issuer_name: str | None = Field(None, min_length=1, max_length=64)  # shown in the app; None: issuer host
+    digits: int = Field(6, ge=6, le=8)  # digits of a code; most apps only show 6
+    period: int = Field(30, ge=15, le=120)  # seconds per code (RFC 6238 5.2 recommends 30)
+    drift: int = Field(1, ge=0, le=2)  # steps accepted either side of now (RFC 6238 5.2: one)
+    max_tries: int = Field(5, gt=0, le=20)  # code tries per user and try_window, besides the lockout
+    try_window: int = Field(5 * 60, gt=0)  # seconds
+    recovery_codes: int = Field(10, ge=5, le=20)  # codes in a set (60 bits each)
+    recovery_codes_low: int = Field(3, ge=0, le=20)  # the account page warns at this many left
+
+
+class PushSettings(Strict):
+    """Push approval (the `push` factor): how long a device may answer, and how it is told."""
+
+    challenge_lifetime: int = Field(120, gt=0, le=900)  # seconds a device may approve or deny
+    enrollment_lifetime: int = Field(10 * 60, gt=0, le=3600)  # seconds an enrollment QR code is valid
+    gateway: Literal["none", "webhook"] = "none"  # none: nothing is sent, devices poll for challenges
+    url: str | None = None  # webhook: where to POST {device, challenge_id, client, ip, place, expires_at}
+    token: str | None = Field(None, repr=False)  # webhook: sent as "Authorization: Bearer <token>"
+    timeout: float = Field(10, gt=0)  # seconds to connect and to wait for the webhook's answer
+    # Against push bombing (approve-to-make-it-stop): requests one account may get per window.
+    per_user_limit: int = Field(5, gt=0)
+    rate_window: int = Field(15 * 60, gt=0)  # seconds
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_has_url(self):
+        if self.gateway == "webhook" and not self.url:
+            raise ValueError("a webhook gateway needs url")
+        return self
+
+
+class WebAuthnSettings(Strict):
+    """WebAuthn: security keys, device biometrics and passkeys (W3C WebAuthn Level 2)."""
+
+    # The relying party id: the domain credentials are scoped to, e.g. example.com; None: the
+    # issuer's host. Every origin must be this domain or a subdomain of it (WebAuthn 5.1.3).
+    rp_id: str | None = None
+    rp_name: str = Field("OpenID Provider", min_length=1, max_length=64)  # shown by the browser
+    # Origins the ceremonies may run on (scheme://host[:port]); []: the issuer's origin. https,
+    # except on localhost: browsers offer WebAuthn only in a secure context.
+    origins: list[str] = []
+    # none: no attestation asked for or checked. direct: registration demands a certificate-based
+    # attestation statement from an authenticator model listed in allowed_aaguids.
+    attestation: Literal["none", "direct"] = "none"
+    allowed_aaguids: list[str] = []  # AAGUIDs (8-4-4-4-12 hex) accepted with attestation: direct
+    timeout: int = Field(120, ge=15, le=600)  # seconds a ceremony may take; its challenge lives as long
+
+    @field_validator("rp_id")
+    @classmethod
+    def _rp_id_is_a_host(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(ch in value for ch in "/:@ ") or value != value.lower()):
+            raise ValueError("rp_id is a lower-case domain name, without scheme, port or path")
+        return value
+
+    @field_validator("origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        import re
+
+        for origin in value:
+            match = re.fullmatch(r"(https?)://([a-z0-9.-]+)(:[0-9]{1,5})?", origin)
+            if not match:
+                raise ValueError(f"{origin!r} is not an origin such as https://login.example.com")
+            host = match.group(2)
+            if match.group(1) == "http" and host != "localhost" and not host.endswith(".localhost"):
+                raise ValueError(f"{origin!r}: WebAuthn needs https (http only on localhost)")
+        return value
+
+    @field_validator("allowed_aaguids")
+    @classmethod
+    def _aaguids(cls, value: list[str]) -> list[str]:
+        import uuid
+
+        try:
+            return [str(uuid.UUID(aaguid)) for aaguid in value]
+        except ValueError:
+            raise ValueError("an AAGUID is written as 8-4-4-4-12 hex digits") from None
+
+    @model_validator(mode="after")
+    def _direct_needs_aaguids(self):
+        if self.attestation == "direct" and not self.allowed_aaguids:
+            raise ValueError("attestation: direct needs allowed_aaguids")
+        return self
+
+
+FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email", "fed")
 
 
 # Every factor id an acr level may name: today's and the ones planned (SPEC section 2), so a
@@ -204,6 +298,50 @@ class Acr(Strict):
         return value
 
 
+class UpstreamSettings(Strict):
+    """An upstream OpenID provider users may sign in with (social login, factor `fed`): its key
+    in `upstreams:` is the name in `urn:<ns>:<name>_direct` and in /v1/auth/social/<name>."""
+
+    preset: Literal["google"] | None = None  # google: Google's discovery URL, scopes and name
+    display_name: str | None = Field(None, max_length=64)  # "Continue with <display_name>"; None: the key
+    # OpenID Connect Discovery document; None: <issuer>/.well-known/openid-configuration
+    discovery_url: str | None = None
+    issuer: str | None = None  # the issuer expected in discovery and ID tokens; None: the discovery URL's
+    client_id: str = Field(min_length=1)  # this provider's client id at the upstream
+    # better in the environment: UPSTREAM_<NAME>_CLIENT_SECRET (the key upper-cased, - and . as _)
+    client_secret: str | None = Field(None, repr=False)
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    scopes: list[str] = ["openid", "email", "profile"]  # openid is always sent
+    # our claim -> the upstream's claim that carries it; unset ones keep the standard name
+    claims: dict[Literal["sub", "email", "email_verified", "name"], str] = {}
+    timeout: float = Field(10, gt=0)  # seconds for each call to the upstream
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") == "google":
+            data = {"discovery_url": "https://accounts.google.com/.well-known/openid-configuration",
+                    "scopes": ["openid", "email", "profile"], "display_name": "Google", **data}
+        return data
+
+    @field_validator("discovery_url", "issuer")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _locatable(self):
+        if not self.discovery_url and not self.issuer:
+            raise ValueError("an upstream needs discovery_url, issuer or preset")
+        return self
+
+
+# urn:<ns>:<name>_direct must be able to name it (authn/acr.py UPSTREAM)
+UpstreamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
 class Settings(Strict):
     issuer: HttpUrl = "http://127.0.0.1:5000"  # type: ignore[assignment]
     database_url: str = "sqlite:///instance/oidc.db"  # relative paths are from the base dir
@@ -231,8 +369,13 @@ class Settings(Strict):
     encryption_key_ids: list[str] = Field(["m1"], min_length=1)
     trusted_devices: TrustedDevices = TrustedDevices()
     # Enabled factors, in the order the sign-in page offers them ("email" is the magic link).
-    factors: list[Literal[FACTOR_IDS]] = list(FACTOR_IDS)  # type: ignore[valid-type]
+    factors: list[Literal[(*FACTOR_IDS, "totp", "recovery-code", "push",
+                         "webauthn-key", "webauthn-platform", "passkey")]] = list(FACTOR_IDS)  # type: ignore[valid-type]
     acr: Acr = Acr()  # acr levels (mfa, phr, ...) and the amr vocabulary
+    webauthn: WebAuthnSettings = WebAuthnSettings()  # security keys, device biometrics, passkeys
+    upstreams: dict[UpstreamName, UpstreamSettings] = {}  # upstream OpenID providers (social login)
+    push: PushSettings = PushSettings()  # push approval: challenge lifetime, enrollment, gateway
+    totp_recovery: TotpAndRecoveryCodes = TotpAndRecoveryCodes()  # authenticator apps, recovery codes
 
     @field_validator("resources")
     @classmethod

@@ -262,8 +262,10 @@ def start(record, client):
         if factor not in _choices(record, signed_in, usable)[0]:
             return _render_step(record, client, error="factor_not_allowed", status=400)
         return _send(record, client, factor, signed_in, signed_in.username)
+    if not factor.first_factor:  # a TOTP code or a security key alone never starts a sign-in
+        return _render_step(record, client, error="factor_not_allowed", status=400)
     login_name = (request.form.get("login") or "").strip()[:320]
-    if getattr(factor, "usernameless", False) and not login_name:  # a passkey names its user
+    if factor.usernameless and not login_name:  # a passkey names its user
         return _send(record, client, factor, None, "")
     if not login_name:
         return _render_step(record, client, error="login_missing", status=400)

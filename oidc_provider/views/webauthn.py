@@ -1,5 +1,130 @@
-"""WebAuthn security keys, device biometrics and passkeys: registration and removal."""
+"""WebAuthn security keys, device biometrics and passkeys: registration, names, removal.
 
-from flask import Blueprint
+The pages need the browser's signed-in user (account.signed_in) and exist only when a
+WebAuthn factor is enabled. Registering takes two requests: `options` makes a challenge
+for this IdP session and answers the creation options as JSON; the browser's answer is
+posted with the form to `register`. The rules live in authn/factors/webauthn.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+
+from ..authn.factors.webauthn import (KIND_IDS, RegistrationRefused, clean_name, finish_registration,
+                                      start_registration, user_credentials)
+from ..errors import MESSAGES, error_page
+from ..extensions import db
+from ..models import record_audit
+from .account import signed_in
 
 bp = Blueprint("webauthn", __name__, url_prefix="/account/security/webauthn")
+
+KIND_TITLES = {"webauthn-key": "Security key", "webauthn-platform": "This device (fingerprint, face, PIN)",
+               "passkey": "Passkey"}
+MAX_CREDENTIAL = 32_768  # an attestation with its certificate chain stays well below this
+
+
+def _enabled_kinds() -> list[str]:
+    factors = current_app.extensions["op"].factors
+    return [kind for kind in KIND_IDS if factors.get(kind) is not None]
+
+
+@bp.before_request
+def _only_when_enabled():
+    if not _enabled_kinds():  # routes exist only when the feature is on
+        return error_page("not_found", 404)
+    return None
+
+
+def _when(at: float | None) -> str | None:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else None
+
+
+def _page(user, error=None, status=200):
+    rows = [{"id": a.id, "name": a.name, "kind": KIND_TITLES[a.kind], "created": _when(a.created_at),
+             "last_used": _when(a.last_used_at)} for a in user_credentials(user.id)]
+    kinds = [{"id": kind, "title": KIND_TITLES[kind]} for kind in _enabled_kinds()]
+    return render_template("webauthn_credentials.html", rows=rows, kinds=kinds,
+                           error=MESSAGES[error] if error else None), status
+
+
+def _own_credential(user, credential_id: int):
+    """The user's own WebAuthn credential with this id; another account's is simply not found."""
+    return next((a for a in user_credentials(user.id) if a.id == credential_id), None)
+
+
+@bp.get("")
+def show():
+    _session, user = signed_in()
+    if user is None:
+        return error_page("signed_out", 401)
+    return _page(user)
+
+
+@bp.post("/options")
+def options():
+    """Creation options for navigator.credentials.create() (JSON, for webauthn.js)."""
+    session, user = signed_in()
+    if user is None:
+        return _json_error("signed_out", 401)
+    kind = request.form.get("kind", "")
+    if kind not in _enabled_kinds():
+        return _json_error("webauthn_kind", 400)
+    op = current_app.extensions["op"]
+    response = jsonify(start_registration(op, user, session.sid, kind, request.form.get("name")))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _json_error(message_id: str, status: int):
+    response = jsonify(error=message_id, message=MESSAGES[message_id])
+    response.status_code = status
+    return response
+
+
+@bp.post("/register")
+def register():
+    session, user = signed_in()
+    if user is None:
+        return error_page("signed_out", 401)
+    op = current_app.extensions["op"]
+    try:
+        credential = finish_registration(op, user, session.sid, (request.form.get("credential") or "")[:MAX_CREDENTIAL])
+    except RegistrationRefused as refused:
+        record_audit("webauthn.registration_failed", user_id=user.id, ip=request.remote_addr, reason=refused.reason)
+        return _page(user, "webauthn_registration_failed", 400)
+    record_audit("webauthn.registered", user_id=user.id, ip=request.remote_addr, factor=credential.kind,
+                 credential=credential.id, name=credential.name, aaguid=credential.data.get("aaguid"))
+    return redirect(url_for("webauthn.show"), code=303)
+
+
+@bp.post("/<int:credential_id>/rename")
+def rename(credential_id: int):
+    _session, user = signed_in()
+    if user is None:
+        return error_page("signed_out", 401)
+    credential = _own_credential(user, credential_id)
+    if credential is None:
+        return error_page("not_found", 404)
+    credential.name = clean_name(request.form.get("name"), credential.kind)
+    db.session.commit()
+    record_audit("webauthn.renamed", user_id=user.id, ip=request.remote_addr, credential=credential.id,
+                 name=credential.name)
+    return redirect(url_for("webauthn.show"), code=303)
+
+
+@bp.post("/<int:credential_id>/remove")
+def remove(credential_id: int):
+    _session, user = signed_in()
+    if user is None:
+        return error_page("signed_out", 401)
+    credential = _own_credential(user, credential_id)
+    if credential is None:
+        return error_page("not_found", 404)
+    details = {"factor": credential.kind, "credential": credential.id, "name": credential.name}
+    db.session.delete(credential)
+    db.session.commit()
+    record_audit("webauthn.removed", user_id=user.id, ip=request.remote_addr, **details)
+    return redirect(url_for("webauthn.show"), code=303)

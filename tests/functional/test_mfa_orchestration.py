@@ -189,3 +189,19 @@ def test_a_factor_in_one_session_never_completes_mfa_in_another(provider, person
     after_sms = second.submit(code_page, {"code": sms_code(gateway_server, person["phone"])})
     assert after_sms.status_code == 200 and "One more step" in after_sms.text  # B has one factor only
     assert 'name="password"' in after_sms.text
+
+
+def test_a_second_factor_cannot_start_a_sign_in(provider, person):
+    """Only first factors may begin before the user is known (here: voice is a first factor,
+    password-only steps are not startable, and an unknown factor id is refused)."""
+    agent = UserAgent(provider)
+    page = agent.authorize(client_id="web")
+    for factor in ("password", "nonsense"):
+        refused = post(agent, page, "start", {"login": person["username"], "factor": factor})
+        assert refused.status_code == 400
+    provider.op.factors.get("voice").first_factor = False
+    try:
+        refused = post(agent, page, "start", {"login": person["username"], "factor": "voice"})
+        assert refused.status_code == 400 and "cannot be used for this step" in refused.text
+    finally:
+        provider.op.factors.get("voice").first_factor = True

@@ -74,6 +74,7 @@ FACTOR_CLASSES = {
     "webauthn-platform": "webauthn:PlatformFactor",
     "passkey": "webauthn:PasskeyFactor",
     "push": "push:PushFactor",
+    "fed": "federation:UpstreamFactor",
 }
 
 

@@ -690,3 +690,10 @@ def policy_simulate(rules_path, limit):
     click.echo(f"{replayed} decisions replayed, {changed} would change")
     if skipped:
         click.echo(f"{skipped} unreadable records skipped")
+
+
+# -- the reference push device ---------------------------------------------------------------
+
+from .device_cli import device  # noqa: E402  (its own module: it talks HTTP, needs no app)
+
+main.add_command(device)

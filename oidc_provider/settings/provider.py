@@ -227,12 +227,16 @@ class WebAuthnSettings(Strict):
         return self
 
 
-FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email", "fed")
+# Every factor id (authn/factors FACTOR_CLASSES); "email" is the magic link, "fed" an upstream.
+FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email", "totp", "recovery-code",
+              "webauthn-key", "webauthn-platform", "passkey", "push", "fed")
+# Enabled unless `factors:` says otherwise; federation comes with configured upstreams.
+DEFAULT_FACTORS = tuple(factor for factor in FACTOR_IDS if factor != "fed")
 
 
 # Every factor id an acr level may name: today's and the ones planned (SPEC section 2), so a
 # level written for a factor that is not enabled yet still loads, while a typo does not.
-ACR_FACTOR_IDS = (*FACTOR_IDS, "totp", "webauthn-key", "webauthn-platform", "passkey", "recovery-code", "push")
+ACR_FACTOR_IDS = FACTOR_IDS
 
 
 class AcrLevel(Strict):
@@ -369,8 +373,7 @@ class Settings(Strict):
     encryption_key_ids: list[str] = Field(["m1"], min_length=1)
     trusted_devices: TrustedDevices = TrustedDevices()
     # Enabled factors, in the order the sign-in page offers them ("email" is the magic link).
-    factors: list[Literal[(*FACTOR_IDS, "totp", "recovery-code", "push",
-                         "webauthn-key", "webauthn-platform", "passkey")]] = list(FACTOR_IDS)  # type: ignore[valid-type]
+    factors: list[Literal[FACTOR_IDS]] = list(DEFAULT_FACTORS)  # type: ignore[valid-type]
     acr: Acr = Acr()  # acr levels (mfa, phr, ...) and the amr vocabulary
     webauthn: WebAuthnSettings = WebAuthnSettings()  # security keys, device biometrics, passkeys
     upstreams: dict[UpstreamName, UpstreamSettings] = {}  # upstream OpenID providers (social login)

@@ -13,7 +13,7 @@ def test_password_sign_in_in_a_real_browser(provider, browser, tmp_path):
         page.get_by_label("Username or email").first.fill(person["username"])
         page.get_by_label("Password").fill(PASSWORD)
         with page.expect_request(lambda request: request.url.startswith("http://127.0.0.1:9/callback")) as caught:
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign in", exact=True).click()
         assert "code=" in caught.value.url and "state=b1" in caught.value.url
     finally:
         page.close()

@@ -160,7 +160,7 @@ def test_a_passkey_signs_in_with_no_username(provider, open_browser, site, perso
     register(page, site, person, "passkey", "Phone passkey")
     page.context.clear_cookies()
     page.goto(authorize_url(site))
-    page.get_by_role("button", name="Sign in with a passkey, no username needed").click()
+    page.get_by_role("button", name="Sign in with a passkey").click()
     code = to_client(page, lambda: page.get_by_role("button", name="Continue").click())
     token = claims(provider, code)
     assert token["sub"] == person["sub"] and token["amr"] == ["webauthn"] and token["acr"] == "phr"

@@ -18,6 +18,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from ..authn import interaction as interactions
+from ..authn import upstream as upstreams
 from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.acr import AcrRequestError, parse_acr_request
 from ..authn.session import auth_context
@@ -239,7 +240,8 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
             error = {"login:mfa": "unmet_authentication_requirements"}.get(
                 need, "login_required" if need.startswith("login") else "consent_required")
             return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
-        return interactions.start(datalist, client, need, interaction, level, asked.essential)
+        response = interactions.start(datalist, client, need, interaction, level, asked.essential)
+        return upstreams.direct_start(response, asked.upstream, need)  # urn:<ns>:<idp>_direct
 
     context = auth_context(op, usable, session.sid, level, now)
     acr, amr = context.acr, context.amr

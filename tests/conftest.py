@@ -279,6 +279,12 @@ class UserAgent:
         return callback_params(page)
 
 
+def post(agent: UserAgent, page: requests.Response, action: str, fields: dict | None = None) -> requests.Response:
+    """Post one of the interaction's forms (start, verify, resend, restart...) from `page`."""
+    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
+    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
+
+
 def callback_params(response: requests.Response) -> dict:
     assert response.status_code in (302, 303), f"expected a redirect to the client, got {response.status_code}: {response.text[:300]}"
     location = response.headers["Location"]

@@ -137,3 +137,17 @@ def text_of(message) -> str:
 
 def code_in(text: str) -> str:
     return re.search(r"\b(\d{6,10})\b", text).group(1)
+
+
+def email_code(smtp: SmtpServer, address: str, index: int = -1) -> str:
+    """The code in the latest (or index-th) email to an address."""
+    messages = smtp.mailbox.to(address)
+    assert messages, f"no email reached {address}"
+    return code_in(text_of(messages[index].message))
+
+
+def sms_code(gateway: Gateway, number: str) -> str:
+    """The code in the latest text message the gateway got for a number."""
+    texts = [r.json()["text"] for r in gateway.received if r.path.endswith("/sms") and r.json().get("to") == number]
+    assert texts, f"no text reached {number}"
+    return code_in(texts[-1])

@@ -11,8 +11,8 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import BACKENDS, UserAgent, callback_params, pkce_pair, start_provider, token_request
-from tests.servers import code_in, text_of
+from tests.conftest import post, BACKENDS, UserAgent, callback_params, pkce_pair, start_provider, token_request
+from tests.servers import email_code, sms_code, text_of
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
@@ -35,30 +35,12 @@ def person(provider):
     return provider.add_user(phone=phone, phone_verified=True, email_verified=True) | {"phone": phone}
 
 
-def email_code(smtp, address: str, index: int = -1) -> str:
-    messages = smtp.mailbox.to(address)
-    assert messages, f"no email reached {address}"
-    return code_in(text_of(messages[index].message))
-
-
 def email_link(smtp, address: str) -> str:
     return re.search(r"(http://\S+/interaction/link/\S+)", text_of(smtp.mailbox.to(address)[-1].message)).group(1)
 
 
 def texts_to(gateway, number: str, path: str = "/sms") -> list[str]:
     return [r.json()["text"] for r in gateway.received if r.path == path and r.json()["to"] == number]
-
-
-def sms_code(gateway, number: str) -> str:
-    texts = texts_to(gateway, number)
-    assert texts, f"no text reached {number}"
-    return code_in(texts[-1])
-
-
-def post(agent: UserAgent, page, action: str, fields: dict | None = None):
-    """Post one of the interaction's forms (start, verify, resend, restart) from `page`."""
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
 
 
 def start(agent: UserAgent, factor: str, login: str, **params):

@@ -30,7 +30,7 @@ from joserfc.jwk import RSAKey
 from oidc_provider.oauth.keys import MasterSecret
 from oidc_provider.settings.clients import hash_client_secret
 from tests.conftest import REDIRECT, UserAgent, callback_params, start_provider, token_request
-from tests.servers import code_in
+from tests.servers import sms_code
 
 
 class Browser(UserAgent):
@@ -271,10 +271,6 @@ def choose(agent: Browser, page, factor: str):
     uid = re.search(r'action="/interaction/([^/"]+)/start"', page.text).group(1)
     return agent.go(f"{agent.provider.url}/interaction/{uid}/start", "POST",
                     {"csrf_token": agent.csrf(page), "factor": factor})
-
-
-def sms_code(gateway, number):
-    return code_in([r.json()["text"] for r in gateway.received if r.json().get("to") == number][-1])
 
 
 # -- journeys -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from tests.conftest import PASSWORD, UserAgent, start_provider
+from tests.conftest import post, PASSWORD, UserAgent, start_provider
 from tests.servers import code_in, text_of
 
 
@@ -18,13 +18,6 @@ def provider(request, tmp_path_factory, plain_smtp):
     })
     yield running
     stop()
-
-
-def post(agent, page, action, fields):
-    import re
-
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **fields})
 
 
 def test_failures_of_different_factors_add_up_and_lock_the_account(provider, plain_smtp):

@@ -8,8 +8,8 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
-from tests.servers import code_in, text_of
+from tests.conftest import post, BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.servers import email_code, sms_code
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
@@ -27,15 +27,6 @@ def provider(request, tmp_path_factory, plain_smtp, gateway_server):
 def person(provider):
     phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
     return provider.add_user(phone=phone, phone_verified=True, email_verified=True) | {"phone": phone}
-
-
-def post(agent, page, action, fields=None):
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
-
-
-def email_code(smtp, address):
-    return code_in(text_of(smtp.mailbox.to(address)[-1].message))
 
 
 def id_token_claims(provider, redirect) -> dict:
@@ -81,10 +72,6 @@ def leveled(tmp_path_factory, plain_smtp, gateway_server):
     })
     yield running
     stop()
-
-
-def sms_code(gateway, number):
-    return code_in([r.json()["text"] for r in gateway.received if r.json().get("to") == number][-1])
 
 
 def test_the_highest_requested_level_wins(leveled, plain_smtp, gateway_server):

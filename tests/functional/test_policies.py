@@ -3,7 +3,6 @@ end to end: what the user is asked, what the relying party gets, and the recorde
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -12,8 +11,8 @@ import jwt
 import pytest
 import yaml
 
-from tests.conftest import BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
-from tests.servers import code_in
+from tests.conftest import post, BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.servers import sms_code
 from tests.unit.test_geoip import write_mmdb
 
 
@@ -44,15 +43,6 @@ def set_policy(provider, **config):
 def person(provider):
     phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
     return provider.add_user(phone=phone, phone_verified=True, email_verified=True) | {"phone": phone}
-
-
-def post(agent, page, action, fields=None):
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
-
-
-def sms_code(gateway, number):
-    return code_in([r.json()["text"] for r in gateway.received if r.json().get("to") == number][-1])
 
 
 def password_step(agent, person, client="web", **params):

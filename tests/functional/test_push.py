@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from oidc_provider.device_cli import Device, DeviceError, request_proof, sign_answer
-from tests.conftest import BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.conftest import post, BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
 
 SCRIPT = Path(sys.executable).with_name("oidc-provider")
 FACTORS = ["password", "email-otp", "sms", "voice", "email", "push"]
@@ -54,11 +54,6 @@ def short_lived(tmp_path_factory, gateway_server):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-def post(agent, page, action, fields=None):
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
-
 
 def enrollment_url(provider, person) -> str:
     """Sign in to the account and read the enrollment URL the QR code holds."""

@@ -23,7 +23,7 @@ from examples.resource_server import create_app
 from oidc_provider.oauth.keys import KeyFolder, KeyRing
 from oidc_provider.resource_server import ResourceServer
 from oidc_provider.settings.clients import ClientRegistry
-from tests.conftest import REDIRECT, UserAgent, callback_params, pkce_pair, start_provider, token_request
+from tests.conftest import post, REDIRECT, UserAgent, callback_params, pkce_pair, start_provider, token_request
 from tests.servers import code_in, free_port, text_of
 
 API = "https://api.example.com"
@@ -96,12 +96,6 @@ def password_token(provider, agent: UserAgent, username: str, resource: str = AP
     params = agent.sign_in(username, client_id="web", scope=scope, resource=resource,
                            code_challenge=challenge, code_challenge_method="S256")
     return exchange(provider, params, verifier)["access_token"]
-
-
-def post(agent: UserAgent, page, action: str, fields: dict | None = None):
-    """Post one of the interaction's forms (start, verify, resend, restart) from `page`."""
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
 
 
 # -- the journey ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import jwt
 import pytest
 import segno
 
-from tests.conftest import BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.conftest import post, BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
 from tests.servers import text_of
 from tests.unit.test_totp import PERIOD, RFC_KEYS, RFC_VECTORS, rfc6238
 
@@ -36,11 +36,6 @@ def provider(request, tmp_path_factory, plain_smtp):
 def person(provider):
     """Only a password: TOTP and recovery codes need no email or phone to be MFA."""
     return provider.add_user()
-
-
-def post(agent, page, action, fields=None):
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
 
 
 def id_token_claims(provider, redirect) -> dict:
@@ -360,8 +355,11 @@ def test_both_offered_side_by_side_and_either_completes_mfa(provider, person):
     assert "Use your authenticator app" in choice.text and "Use a recovery code" in choice.text
 
 
-def test_the_pages_do_not_exist_when_the_factors_are_not_enabled(sqlite_provider):
-    agent = UserAgent(sqlite_provider)
-    assert "totp" not in sqlite_provider.op.settings.factors
-    assert agent.go(f"{sqlite_provider.url}/account/security/totp").status_code == 404
-    assert agent.go(f"{sqlite_provider.url}/account/security/recovery-codes").status_code == 404
+def test_the_pages_do_not_exist_when_the_factors_are_not_enabled(tmp_path):
+    provider, stop = start_provider(tmp_path, "sqlite-sql", extra_settings={"factors": ["password", "email-otp"]})
+    try:
+        agent = UserAgent(provider)
+        assert agent.go(f"{provider.url}/account/security/totp").status_code == 404
+        assert agent.go(f"{provider.url}/account/security/recovery-codes").status_code == 404
+    finally:
+        stop()

@@ -12,7 +12,7 @@ import pytest
 
 from oidc_provider.authn.webauthn_ceremonies import CeremonyFailed, RelyingParty, new_challenge
 from oidc_provider.settings import ConfigError, load_settings
-from tests.conftest import REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.conftest import post, REDIRECT, UserAgent, callback_params, start_provider, token_request
 from tests.unit.webauthn_authenticator import SoftAuthenticator, attestation_certificate, from_b64url
 
 FACTORS = ["password", "email-otp", "sms", "voice", "email", "webauthn-key", "webauthn-platform", "passkey"]
@@ -62,11 +62,6 @@ def register(agent, authenticator, kind, name="", **create):
     page = finish(agent, csrf, authenticator.create(options, **create))
     assert page.status_code == 200 and "could not be added" not in page.text, page.text[:500]
     return page
-
-
-def post(agent, page, action, fields=None):
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
 
 
 def webauthn_step(provider, person, factor, acr="phr") -> tuple[UserAgent, object]:

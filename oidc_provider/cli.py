@@ -241,10 +241,10 @@ def devices_list(username):
         user = _user_or_fail(username)
         rows = app.extensions["op"].devices.list(user.id)
         click.echo(f"{'ID':6} {'LAST SEEN':17} {'LAST IP':16} {'TRUSTED UNTIL':17} USER AGENT")
-        for device in rows:
-            seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(device.last_seen))
-            until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(device.trusted_until)) if device.trusted else "-"
-            click.echo(f"{device.id:<6} {seen:17} {device.last_ip or '-':16} {until:17} {device.user_agent or '-'}")
+        for row in rows:
+            seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.last_seen))
+            until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.trusted_until)) if row.trusted else "-"
+            click.echo(f"{row.id:<6} {seen:17} {row.last_ip or '-':16} {until:17} {row.user_agent or '-'}")
 
 
 @devices.command("revoke")
@@ -264,9 +264,9 @@ def devices_revoke(username, device_id, all_devices):
         chosen = [d for d in service.list(user.id) if all_devices or d.id == device_id]
         if not chosen:
             raise click.ClickException(f"{username} has no device {device_id}")
-        for device in chosen:
-            service.revoke(device)
-            record_audit("device.revoked", user_id=user.id, actor="cli", device=device.id)
+        for row in chosen:
+            service.revoke(row)
+            record_audit("device.revoked", user_id=user.id, actor="cli", device=row.id)
         click.echo(f"revoked {len(chosen)} device(s) of {username}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,11 @@ def register_error_handlers(app) -> None:
             error, message_id = "invalid_request", "invalid_request"
             description = exc.description or "The request could not be understood."
             status = status if 400 <= status < 500 else 400
-        if wants_json():
-            return oauth_error(error, description, status)
-        return error_page(message_id, status)
+        response = oauth_error(error, description, status) if wants_json() else error_page(message_id, status)
+        if status == 405 and getattr(exc, "valid_methods", None):  # RFC 9110 15.5.6
+            response = make_response(response)
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -9,19 +9,32 @@ factor is required: email,sms,email-otp`. The JSON answer also carries `mfa_sess
 opaque single-use value the second call must send back: it binds the two calls to one
 user, one client and the first factor, so a second factor cannot complete someone
 else's first. Also served under `/cis`, so the guide's URLs work with only the host changed.
+
+`GET /v1/auth/webauthn` is the browser's way in: it checks the client and redirect_uri and
+sends the browser into the ordinary authorization flow with an acr level that requires
+WebAuthn. The API's OpenAPI 3.1 description (oidc_provider/openapi.py) is served at
+`GET /v1/openapi.json`; tests keep it and the routes here in step.
+
+Every answer of these endpoints is either documented success or the JSON error shape
+`{"error", "error_description"}` (the two browser pages answer an HTML error page unless
+the browser prefers JSON); nothing raised here becomes an HTML or a traceback answer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
+import uuid
 from dataclasses import asdict
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from ..authn import chain
-from ..authn.acr import level_met, mfa_level
+from ..authn.acr import AcrRequestError, level_met, mfa_level
 from ..authn.lockout import verify_counted
 from ..authn.otp import SendRefused
 from ..authn.session import FactorUse, auth_context
@@ -36,6 +49,13 @@ bp = Blueprint("direct_api", __name__, url_prefix="/v1/auth")
 MFA_SESSION_LIFETIME = 10 * 60
 # The Transmit guide: the second method must be an SMS or email flow; listed in its order.
 API_FACTORS = ("email", "sms", "email-otp")
+WEBAUTHN_FACTORS = frozenset({"webauthn-key", "webauthn-platform", "passkey"})
+# Longest accepted strings (characters); openapi.py documents these very numbers.
+EMAIL_MAX, PHONE_MAX, PASSCODE_MAX, PASSWORD_MAX, USERNAME_MAX = 320, 32, 32, 1024, 320
+TEXT_MAX, CODE_CHALLENGE_MAX, MFA_SESSION_MAX, LINK_TOKEN_MAX = 512, 128, 128, 128
+USER_AGENT_MAX, IP_ADDRESS_MAX = 512, 64  # the audit table's ip column holds 64
+# Pages a browser sees; every other endpoint here is a JSON API.
+BROWSER_ENDPOINTS = frozenset({"magic_link_landing", "magic_link_confirm", "webauthn_start"})
 
 
 class ApiError(Exception):
@@ -51,6 +71,33 @@ def api_error(exc: ApiError):
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
     return response
+
+
+def _browser_page() -> bool:
+    return (request.endpoint or "").rpartition(".")[2] in BROWSER_ENDPOINTS
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best_match(["text/html", "application/json"], "text/html") == "application/json"
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    """Errors Werkzeug raises inside these views (an oversized body, a malformed form): a
+    400 in the documented shape, not the site's HTML page; too large is malformed too."""
+    description = "The request body is too large." if exc.code == 413 else "The request could not be understood."
+    if _browser_page() and not _wants_json():
+        return error_page("invalid_request", 400)
+    return api_error(ApiError(400, "invalid_request", description))
+
+
+@bp.errorhandler(Exception)
+def unexpected(exc: Exception):
+    incident = uuid.uuid4().hex[:12]
+    current_app.logger.exception("unexpected error in the direct API, incident %s", incident)
+    if _browser_page() and not _wants_json():
+        return error_page("server_error", 500, detail=f"Incident {incident}")
+    return api_error(ApiError(500, "server_error", f"Unexpected error (incident {incident})."))
 
 
 def _op():
@@ -80,7 +127,19 @@ def _body() -> dict:
     return data
 
 
-def _text(data: dict, name: str, required: bool = True, limit: int = 512) -> str | None:
+def _storable(value: str) -> bool:
+    """No NUL (PostgreSQL text refuses it) and no unpaired surrogate (not UTF-8 encodable)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(data: dict, name: str, required: bool = True, limit: int = TEXT_MAX) -> str | None:
+    """A string field; absent, null and "" all mean "not given"."""
     value = data.get(name)
     if value is None or value == "":
         if required:
@@ -88,6 +147,8 @@ def _text(data: dict, name: str, required: bool = True, limit: int = 512) -> str
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise ApiError(400, "invalid_request", f"'{name}' must be a string of at most {limit} characters.")
+    if not _storable(value):
+        raise ApiError(400, "invalid_request", f"'{name}' must not contain NUL characters or unpaired surrogates.")
     return value
 
 
@@ -99,12 +160,17 @@ def _flag(data: dict, name: str) -> bool:
 
 
 def _attributes(data: dict) -> dict:
-    """client_attributes {user_agent, ip_address}: who the end user is, for policy and audit."""
-    attributes = data.get("client_attributes") or {}
+    """client_attributes {user_agent, ip_address}: who the end user is, for policy and audit.
+    An object or null; other members of it are ignored."""
+    attributes = data.get("client_attributes")
+    if attributes is None:
+        attributes = {}
+    limits = {"user_agent": USER_AGENT_MAX, "ip_address": IP_ADDRESS_MAX}
     if not isinstance(attributes, dict) or any(
-            not isinstance(attributes.get(key, ""), str) or len(attributes.get(key, "")) > 512
-            for key in ("user_agent", "ip_address")):
-        raise ApiError(400, "invalid_request", "'client_attributes' must hold user_agent and ip_address strings.")
+            not isinstance(attributes.get(key, ""), str) or len(attributes.get(key, "")) > limit
+            or not _storable(attributes.get(key, "")) for key, limit in limits.items()):
+        raise ApiError(400, "invalid_request", "'client_attributes' must be an object whose user_agent (at most "
+                       f"{USER_AGENT_MAX} characters) and ip_address (at most {IP_ADDRESS_MAX}) are strings.")
     return {"user_agent": attributes.get("user_agent"), "ip_address": attributes.get("ip_address")}
 
 
@@ -116,16 +182,23 @@ def _redirect_uri(client, data: dict) -> str:
 
 
 def _binding(client, factor_id: str, identifier: str) -> str:
-    """One pending code per client, factor and address: the send and the validation meet here."""
-    return f"api:{client.client_id}:{factor_id}:{identifier.strip().lower()}"
+    """One pending code per client, factor and address: the send and the validation meet here.
+    The address is hashed: store keys stay short (the SQL store's key column holds 255)."""
+    address = hashlib.sha256(identifier.strip().lower().encode()).hexdigest()
+    return f"api:{client.client_id}:{factor_id}:{address}"
+
+
+def _factor(factor_id: str, label: str):
+    factor = _op().factors.get(factor_id)
+    if factor is None:
+        raise ApiError(400, "invalid_request", f"The {label} flow is not enabled.")
+    return factor
 
 
 # -- sending ------------------------------------------------------------------------------------
 
 def _send_code(client, factor_id: str, user, identifier: str, attributes: dict):
-    factor = _op().factors.get(factor_id)
-    if factor is None:
-        raise ApiError(400, "invalid_request", f"The {factor_id} flow is not enabled.")
+    factor = _factor(factor_id, factor_id)
     try:
         factor.begin(user, {"binding": _binding(client, factor_id, identifier), "ip": attributes["ip_address"]})
     except SendRefused as refused:
@@ -143,7 +216,7 @@ def _send_code(client, factor_id: str, user, identifier: str, attributes: dict):
 def send_email_otp():
     client = api_client("auth.email")
     data = _body()
-    email = _text(data, "email", limit=320)
+    email = _text(data, "email", limit=EMAIL_MAX)
     return _send_code(client, "email-otp", User.find_by_login(email) if "@" in email else None, email,
                       _attributes(data))
 
@@ -152,7 +225,7 @@ def send_email_otp():
 def send_sms_otp():
     client = api_client("auth.sms")
     data = _body()
-    number = _text(data, "phone_number", limit=32)
+    number = _text(data, "phone_number", limit=PHONE_MAX)
     return _send_code(client, "sms", User.find_by_phone(number), number, _attributes(data))
 
 
@@ -161,11 +234,9 @@ def send_magic_link():
     """Send a sign-in link; following it (and pressing its button) redirects to redirect_uri."""
     client = api_client("auth.email")
     data = _body()
-    email = _text(data, "email", limit=320)
+    email = _text(data, "email", limit=EMAIL_MAX)
     transaction = _transaction(client, data)
-    factor = _op().factors.get("email")
-    if factor is None:
-        raise ApiError(400, "invalid_request", "The email link flow is not enabled.")
+    factor = _factor("email", "email link")
     op = _op()
     binding = f"api-link:{secrets.token_urlsafe(16)}"
     op.store.set(binding, transaction, factor.lifetime)
@@ -189,19 +260,19 @@ def _transaction(client, data: dict) -> dict:
         "require_mfa": _flag(data, "require_mfa"), "attributes": _attributes(data),
         "state": _text(data, "state", required=False), "nonce": _text(data, "nonce", required=False),
         "scope": client.get_allowed_scope(_text(data, "scope", required=False) or "openid") or "openid",
-        "code_challenge": _text(data, "code_challenge", required=False, limit=128),
-        "mfa_session": _text(data, "mfa_session", required=False, limit=128),
+        "code_challenge": _text(data, "code_challenge", required=False, limit=CODE_CHALLENGE_MAX),
+        "mfa_session": _text(data, "mfa_session", required=False, limit=MFA_SESSION_MAX),
     }
 
 
-def _validate_code(factor_id: str, identifier_field: str, find_user, scope: str):
+def _validate_code(factor_id: str, identifier_field: str, limit: int, find_user, scope: str):
     client = api_client(scope)
     data = _body()
-    identifier = _text(data, identifier_field, limit=320)
-    passcode = _text(data, "passcode", limit=32)
+    identifier = _text(data, identifier_field, limit=limit)
+    passcode = _text(data, "passcode", limit=PASSCODE_MAX)
     transaction = _transaction(client, data)
     op = _op()
-    factor = op.factors.get(factor_id)
+    factor = _factor(factor_id, factor_id)
     user = find_user(identifier)
     binding = _binding(client, factor_id, identifier)
     challenge = op.store.get(f"otp-current:{binding}:{factor_id}")
@@ -215,24 +286,24 @@ def _validate_code(factor_id: str, identifier_field: str, find_user, scope: str)
 
 @bp.post("/otp/email/validation")
 def validate_email_otp():
-    return _validate_code("email-otp", "email", lambda email: User.find_by_login(email) if "@" in email else None,
-                          "auth.email")
+    return _validate_code("email-otp", "email", EMAIL_MAX,
+                          lambda email: User.find_by_login(email) if "@" in email else None, "auth.email")
 
 
 @bp.post("/otp/sms/validation")
 def validate_sms_otp():
-    return _validate_code("sms", "phone_number", User.find_by_phone, "auth.sms")
+    return _validate_code("sms", "phone_number", PHONE_MAX, User.find_by_phone, "auth.sms")
 
 
 @bp.post("/password/login")
 def password_login():
     client = api_client("auth.password")
     data = _body()
-    login = _text(data, "username", required=False, limit=320) or _text(data, "email", limit=320)
-    password = _text(data, "password", limit=1024)
+    login = _text(data, "username", required=False, limit=USERNAME_MAX) or _text(data, "email", limit=EMAIL_MAX)
+    password = _text(data, "password", limit=PASSWORD_MAX)
     transaction = _transaction(client, data)
     op = _op()
-    factor = op.factors.get("password")
+    factor = _factor("password", "password")
     user = User.find_by_login(login)
     context = {"binding": f"api:{client.client_id}", "ip": transaction["attributes"]["ip_address"]}
     result = verify_counted(op, factor, user, {"login": login, "password": password}, context)
@@ -263,12 +334,132 @@ def magic_link_confirm():
     transaction = op.store.get(challenge_record["binding"])
     user = db.session.get(User, challenge_record["user_id"])
     factor = op.factors.get("email")
-    context = {"binding": challenge_record["binding"], "challenge": challenge}
-    if transaction is None or user is None or not verify_counted(op, factor, user, {"token": token}, context).ok:
+    # the client may have been removed, or its redirect_uri unregistered, since the link was sent
+    client = op.clients.get(transaction["client_id"]) if isinstance(transaction, dict) else None
+    if client is None or not client.check_redirect_uri(transaction["redirect_uri"]) or None in (user, factor):
         return error_page("link_invalid", 400)
-    client = op.clients.get(transaction["client_id"])
+    context = {"binding": challenge_record["binding"], "challenge": challenge}
+    if not verify_counted(op, factor, user, {"token": token}, context).ok:
+        return error_page("link_invalid", 400)
     answer = _factor_done(client, user, factor, transaction)
     return redirect(answer["result"]["url"], code=303)
+
+
+# -- WebAuthn: into the browser flow --------------------------------------------------------------
+
+WEBAUTHN_PARAMETERS = ("client_id", "redirect_uri", "require_mfa", "state", "nonce", "code_challenge",
+                       "code_challenge_method")
+CODE_CHALLENGE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def webauthn_level(levels, require_mfa: bool):
+    """The acr level GET /webauthn asks the browser flow for; None when no level fits.
+
+    Only a level whose `required_factors` are all WebAuthn factors makes WebAuthn
+    required. Without require_mfa: the weakest such level (phr by default). With it: the
+    weakest such level that needs two flows, else the weakest one ranked at or above the
+    require_mfa level. The default levels rank phr (one WebAuthn flow) above mfa, so there
+    require_mfa still asks for phr, one WebAuthn flow: acr_values takes one level, the
+    highest-ranked wins, and "WebAuthn and a second flow" exists only as a configured level
+    (required_factors: the WebAuthn factors, flows: 2), which is then preferred. Never a
+    level that does not require WebAuthn: "phr mfa" would become mfa if mfa ranked higher.
+    """
+    webauthn = sorted((level for level in levels
+                       if level.required_factors and level.required_factors <= WEBAUTHN_FACTORS),
+                      key=lambda level: level.rank)
+    if not require_mfa:
+        return webauthn[0] if webauthn else None
+    two_flows = [level for level in webauthn if level.flows >= 2]
+    if two_flows:
+        return two_flows[0]
+    try:
+        floor = mfa_level(levels)
+    except AcrRequestError:
+        return None
+    return next((level for level in webauthn if level.rank >= floor.rank), None)
+
+
+def _browser_error(status: int, error: str, message_id: str, description: str):
+    """An HTML error page for a person; the JSON error shape when the caller prefers JSON."""
+    if _wants_json():
+        raise ApiError(status, error, description)
+    return error_page(message_id, status, detail=description)
+
+
+@bp.get("/webauthn")
+def webauthn_start():
+    """Send the browser into the authorization flow with an acr level that requires WebAuthn.
+
+    The client and redirect_uri are checked here, so an error is never sent to an address
+    the client has not registered: it is a 400 page (JSON when the caller prefers it). The
+    authorization endpoint then checks everything again and answers as it always does.
+    """
+    op = _op()
+    limit = op.settings.max_parameter_length
+    values = {}
+    for name in WEBAUTHN_PARAMETERS:
+        given = request.args.getlist(name)
+        if len(given) > 1:
+            return _browser_error(400, "invalid_request", "invalid_request", f"'{name}' is included more than once.")
+        if given and len(given[0]) > limit:
+            return _browser_error(400, "invalid_request", "invalid_request", f"'{name}' is too long.")
+        values[name] = given[0] if given and given[0] != "" else None
+    if values["client_id"] is None:
+        return _browser_error(400, "invalid_request", "invalid_request", "'client_id' is required.")
+    client = op.clients.get(values["client_id"])
+    if client is None:
+        return _browser_error(400, "invalid_client", "invalid_client", "The client is not registered.")
+    if values["redirect_uri"] is None:
+        return _browser_error(400, "invalid_request", "invalid_redirect_uri", "'redirect_uri' is required.")
+    if not client.check_redirect_uri(values["redirect_uri"]):
+        return _browser_error(400, "invalid_request", "invalid_redirect_uri",
+                              "'redirect_uri' is not registered for this client.")
+    if values["require_mfa"] not in (None, "true", "false"):
+        return _browser_error(400, "invalid_request", "invalid_request", "'require_mfa' must be true or false.")
+    challenge, method = values["code_challenge"], values["code_challenge_method"]
+    if method not in (None, "S256") or (method and not challenge):
+        return _browser_error(400, "invalid_request", "invalid_request",
+                              "'code_challenge_method' must be S256, with a code_challenge.")
+    if challenge is not None and not (43 <= len(challenge) <= 128 and set(challenge) <= CODE_CHALLENGE_CHARACTERS):
+        return _browser_error(400, "invalid_request", "invalid_request",
+                              "'code_challenge' must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636).")
+    level = webauthn_level(op.levels, values["require_mfa"] == "true")
+    if level is None:
+        return _browser_error(400, "unmet_authentication_requirements", "invalid_request",
+                              "No acr level of this provider requires WebAuthn"
+                              + (" and multi-factor authentication." if values["require_mfa"] == "true" else "."))
+    query = [("client_id", client.client_id), ("redirect_uri", values["redirect_uri"]), ("response_type", "code"),
+             ("scope", "openid"), ("acr_values", level.value)]
+    query += [(name, values[name]) for name in ("state", "nonce", "code_challenge") if values[name] is not None]
+    if challenge is not None:
+        query.append(("code_challenge_method", "S256"))
+    response = redirect(f"{op.settings.issuer_url}/oidc/auth?{urlencode(query, quote_via=quote)}", code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- the description ---------------------------------------------------------------------------
+
+def openapi_document():
+    """The OpenAPI 3.1 description of this API, built once per app and served as cached bytes."""
+    from ..openapi import document
+
+    cache = current_app.extensions.setdefault("op.cache", {})
+    body = cache.get("openapi")
+    if body is None:
+        body = cache["openapi"] = json.dumps(document(_op().settings), separators=(",", ":")).encode()
+    return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
+
+
+def _serve_description(state) -> None:
+    """GET /v1/openapi.json sits beside the /v1/auth prefix, so it is an app route (endpoint
+    direct_api.openapi, so this blueprint's error handlers apply); added on the first
+    registration only: the /cis copy of the API is described by the same document."""
+    state.app.add_url_rule("/v1/openapi.json", endpoint=f"{bp.name}.openapi", view_func=openapi_document,
+                           methods=["GET"])
+
+
+bp.record_once(_serve_description)
 
 
 # -- the outcome -------------------------------------------------------------------------------
@@ -283,10 +474,16 @@ def _factor_done(client, user, factor, transaction: dict) -> dict:
         if earlier is None or (earlier["client_id"], earlier["user_id"]) != (client.client_id, user.id):
             raise ApiError(400, "invalid_grant", "The mfa_session is unknown, expired, used, or another login's.")
         done = [FactorUse(**use) for use in earlier["factors"]] + done
-    level = mfa_level(op.levels) if transaction["require_mfa"] else None
+    try:
+        level = mfa_level(op.levels) if transaction["require_mfa"] else None
+    except AcrRequestError as exc:  # the configured levels have none needing two flows
+        raise ApiError(400, "invalid_request", str(exc)) from None
     decision = policy_decision(op, user, client, transaction["attributes"]["ip_address"] or request.remote_addr)
-    demanded = decision_level(op.levels, decision)
-    if decision.action == "deny" or (decision.action == "require_acr" and demanded is None):
+    try:
+        demanded = decision_level(op.levels, decision)
+    except AcrRequestError:  # the policy asks for MFA that no level expresses: fail closed
+        demanded, decision = None, None
+    if decision is None or decision.action == "deny" or (decision.action == "require_acr" and demanded is None):
         raise ApiError(403, "access_denied", "Sign-in refused by policy.")
     if demanded is not None and (level is None or demanded.rank > level.rank):
         level = demanded

@@ -164,3 +164,131 @@ def test_tokens_scopes_and_redirect_uris_are_checked(provider, bearer, person):
     assert garbage.status_code == 400 and garbage.json()["error"] == "invalid_request"
     wrong = call(provider, bearer, "/v1/auth/password/login", {**body, "password": "wrong"})
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+
+
+# -- GET /v1/auth/webauthn: into the browser flow ---------------------------------------------
+
+def webauthn(provider, prefix="/v1/auth", accept=None, **params):
+    headers = {"Accept": accept} if accept else {}
+    return requests.get(f"{provider.url}{prefix}/webauthn", params=params, headers=headers,
+                        allow_redirects=False, timeout=10)
+
+
+def interaction_level(provider, page) -> str:
+    """The acr level the paused authorization request must reach, as the provider stored it."""
+    uid = re.search(r"/interaction/([^/?]+)", page.url).group(1)
+    with provider.app.app_context():
+        return provider.op.store.get(f"interaction:{uid}")["level"]
+
+
+@pytest.mark.parametrize("prefix", ["/v1/auth", "/cis/v1/auth"])
+def test_webauthn_sends_the_browser_into_the_code_flow_with_phr(provider, person, prefix):
+    from tests.conftest import UserAgent
+
+    answer = webauthn(provider, prefix, client_id="api-backend", redirect_uri=VERIFY, state="s-1", nonce="n-1",
+                      unknown="dropped")
+    assert answer.status_code == 302 and answer.headers["Cache-Control"] == "no-store"
+    location = answer.headers["Location"]
+    assert location.startswith(f"{provider.url}/oidc/auth?")
+    assert query(location) == {"client_id": "api-backend", "redirect_uri": VERIFY, "response_type": "code",
+                               "scope": "openid", "acr_values": "phr", "state": "s-1", "nonce": "n-1"}
+    agent = UserAgent(provider)
+    page = agent.go(location)
+    assert page.status_code == 200 and interaction_level(provider, page) == "phr"
+    # a password is not enough, and with no WebAuthn credential there is nothing else to offer
+    after_password = agent.login(page, person["username"])
+    assert after_password.status_code == 403 and "sms" not in re.findall(r'name="factor" value="([^"]+)"',
+                                                                         after_password.text)
+
+
+def test_webauthn_with_require_mfa_still_asks_for_phr_with_the_default_levels(provider, person):
+    """phr (one WebAuthn flow) is ranked above mfa (two flows) by default: require_mfa=true asks
+    for phr, never for mfa, which SMS and email would meet without WebAuthn."""
+    from tests.conftest import UserAgent
+
+    answer = webauthn(provider, client_id="api-backend", redirect_uri=VERIFY, require_mfa="true")
+    assert query(answer.headers["Location"])["acr_values"] == "phr"
+    assert "require_mfa" not in query(answer.headers["Location"])
+    agent = UserAgent(provider)
+    page = agent.go(answer.headers["Location"])
+    assert interaction_level(provider, page) == "phr"
+    after_password = agent.login(page, person["username"])
+    assert after_password.status_code == 403  # not "One more step" with SMS or email, as mfa would offer
+    assert "One more step" not in after_password.text
+
+
+def test_webauthn_passes_pkce_on(provider):
+    challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    answer = webauthn(provider, client_id="api-backend", redirect_uri=VERIFY, code_challenge=challenge,
+                      require_mfa="false")
+    params = query(answer.headers["Location"])
+    assert params["code_challenge"] == challenge and params["code_challenge_method"] == "S256"
+
+
+@pytest.mark.parametrize("params, error, text", [
+    ({"redirect_uri": VERIFY}, "invalid_request", "'client_id' is required"),
+    ({"client_id": "", "redirect_uri": VERIFY}, "invalid_request", "'client_id' is required"),
+    ({"client_id": "nobody", "redirect_uri": VERIFY}, "invalid_client", "not registered"),
+    ({"client_id": "api-backend"}, "invalid_request", "'redirect_uri' is required"),
+    ({"client_id": "api-backend", "redirect_uri": "https://evil.example/"}, "invalid_request", "not registered"),
+    ({"client_id": "backend", "redirect_uri": VERIFY}, "invalid_request", "not registered"),  # has none
+    ({"client_id": ["api-backend", "web"], "redirect_uri": VERIFY}, "invalid_request", "more than once"),
+    ({"client_id": "api-backend", "redirect_uri": VERIFY, "require_mfa": "yes"}, "invalid_request", "true or false"),
+    ({"client_id": "api-backend", "redirect_uri": VERIFY, "code_challenge": "short"}, "invalid_request", "43 to 128"),
+    ({"client_id": "api-backend", "redirect_uri": VERIFY, "code_challenge": "x" * 43,
+      "code_challenge_method": "plain"}, "invalid_request", "S256"),
+    ({"client_id": "api-backend", "redirect_uri": VERIFY, "code_challenge_method": "S256"}, "invalid_request",
+     "with a code_challenge"),
+    ({"client_id": "api-backend", "redirect_uri": VERIFY, "state": "s" * 5000}, "invalid_request", "too long"),
+])
+def test_webauthn_refuses_malformed_requests_without_redirecting(provider, params, error, text):
+    page = webauthn(provider, **params)
+    assert page.status_code == 400 and "Location" not in page.headers
+    assert page.headers["Content-Type"].startswith("text/html") and "evil.example" not in page.text
+    answer = webauthn(provider, accept="application/json", **params)
+    assert answer.status_code == 400 and "Location" not in answer.headers
+    assert answer.json()["error"] == error and text in answer.json()["error_description"]
+
+
+def test_which_level_webauthn_asks_for():
+    from oidc_provider.authn.acr import Level
+    from oidc_provider.views.direct_api import webauthn_level
+
+    def level(value, rank, flows=1, required=()):
+        return Level(value, rank, flows, frozenset(required), frozenset(), None, None)
+
+    keys = ("webauthn-key", "webauthn-platform", "passkey")
+    mfa, phr = level("mfa", 0, 2), level("phr", 1, 1, keys)
+    both = level("phr-mfa", 2, 2, keys)
+    assert webauthn_level([mfa, phr], False) == phr and webauthn_level([mfa, phr], True) == phr
+    assert webauthn_level([mfa, phr, both], False) == phr and webauthn_level([mfa, phr, both], True) == both
+    low_phr, high_mfa = level("phr", 0, 1, keys), level("mfa", 1, 2)  # phr ranked below mfa: not enough
+    assert webauthn_level([low_phr, high_mfa], False) == low_phr and webauthn_level([low_phr, high_mfa], True) is None
+    assert webauthn_level([mfa, level("otp", 1, 1, ["totp"])], False) is None  # requires something else
+    assert webauthn_level([level("mixed", 0, 1, ["totp", "passkey"])], False) is None  # WebAuthn not required
+    assert webauthn_level([phr], True) is None  # no level for require_mfa at all
+
+
+def test_strings_the_database_cannot_hold_are_refused(provider, bearer):
+    """NUL (PostgreSQL text refuses it), unpaired surrogates, and IP addresses longer than the
+    audit column: 400, never 500."""
+    body = {"username": "someone", "password": "x", "redirect_uri": VERIFY}
+    for change in ({"username": "a\x00b"}, {"password": "a\x00b"}, {"state": "\x00"},
+                   {"client_attributes": {"user_agent": "UA\x00"}}, {"client_attributes": {"ip_address": "1" * 65}}):
+        answer = call(provider, bearer, "/v1/auth/password/login", {**body, **change})
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", change
+    surrogate = b'{"email": "\\ud800@example.com"}'
+    answer = requests.post(f"{provider.url}/v1/auth/otp/email", data=surrogate, timeout=10,
+                           headers={**bearer, "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    long_address = "x" * 300 + "@example.com"  # store keys stay short: the address is hashed into them
+    assert call(provider, bearer, "/v1/auth/otp/email", {"email": long_address}).status_code == 200
+    assert call(provider, bearer, "/v1/auth/otp/email/validation", {
+        "email": long_address, "passcode": "000000", "redirect_uri": VERIFY}).json()["error"] == "invalid_grant"
+
+
+def test_errors_raised_by_werkzeug_keep_the_json_shape(provider, bearer):
+    huge = requests.post(f"{provider.url}/v1/auth/otp/email", data=b"{" + b" " * 70_000 + b"}", timeout=10,
+                         headers={**bearer, "Content-Type": "application/json"})
+    assert huge.status_code == 400 and huge.json() == {"error": "invalid_request",
+                                                       "error_description": "The request body is too large."}

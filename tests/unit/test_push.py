@@ -71,7 +71,8 @@ def test_push_settings_defaults_and_validation():
         load_settings(None, {"push": {"gateway": "webhook", "url": "ftp://gateway"}})
     with pytest.raises(ConfigError, match="push.challenge_lifetime"):
         load_settings(None, {"push": {"challenge_lifetime": 0}})
-    assert "push" not in load_settings(None).factors  # enabled explicitly
+    assert "push" in load_settings(None).factors  # on by default; usable once a device is enrolled
+    assert "push" not in load_settings(None, {"factors": ["password"]}).factors
 
 
 # -- the webhook adapter, against a real HTTP server --------------------------------------------------

@@ -7,6 +7,8 @@ can never receive sign-in codes. The pages need the IdP session of a signed-in u
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from ..authn.factors import Verification
@@ -31,6 +33,23 @@ def signed_in():
     session = _op().sessions.load(request.cookies.get(SESSION_COOKIE))
     user = db.session.get(User, session.sub) if session else None
     return (session, user) if user and not user.disabled else (None, None)
+
+
+def user_and_factor(factor_id: str):
+    """For the account pages of one factor: (user, factor, None), or (None, None, an error page)
+    when the factor is not enabled (404) or nobody is signed in (401)."""
+    factor = _op().factors.get(factor_id)
+    if factor is None:
+        return None, None, error_page("not_found", 404)
+    _session, user = signed_in()
+    if user is None:
+        return None, None, error_page("signed_out", 401)
+    return user, factor, None
+
+
+def when(at: float | None) -> str | None:
+    """A time for the account pages."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else None
 
 
 def _contact(user, channel):

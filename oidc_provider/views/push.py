@@ -57,9 +57,8 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from markupsafe import Markup
 
 from ..authn.factors.push import PushError
-from ..errors import error_page
 from ..extensions import csrf
-from .account import signed_in
+from .account import user_and_factor, when
 
 bp = Blueprint("push", __name__, url_prefix="/push")
 
@@ -70,10 +69,6 @@ def _op():
 
 def _factor():
     return _op().factors.get("push")
-
-
-def _when(at: float | None) -> str | None:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else None
 
 
 def _json_error(status: int, error: str, description: str):
@@ -90,32 +85,21 @@ def _json(value, status=200):
     return response
 
 
-def _user_and_factor():
-    """(user, factor, None), or (None, None, an error page)."""
-    factor = _factor()
-    if factor is None:
-        return None, None, error_page("not_found", 404)
-    _session, user = signed_in()
-    if user is None:
-        return None, None, error_page("signed_out", 401)
-    return user, factor, None
-
-
 # -- the account pages --------------------------------------------------------------------------
 
 @bp.get("/devices")
 def devices():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("push")
     if failure:
         return failure
-    rows = [{"id": device.lookup, "name": device.name, "since": _when(device.created_at),
-             "last_used": _when(device.last_used_at)} for device in factor.devices(user.id)]
+    rows = [{"id": device.lookup, "name": device.name, "since": when(device.created_at),
+             "last_used": when(device.last_used_at)} for device in factor.devices(user.id)]
     return render_template("push_devices.html", devices=rows, removed=request.args.get("removed"))
 
 
 @bp.post("/devices/<device_id>/remove")
 def remove(device_id: str):
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("push")
     if failure:
         return failure
     removed = factor.remove(user, device_id)
@@ -125,7 +109,7 @@ def remove(device_id: str):
 @bp.get("/enroll")
 def enroll_page():
     """A fresh single-use enrollment token each time the page is shown, as a QR code."""
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("push")
     if failure:
         return failure
     token, expires_at = factor.new_enrollment(user)

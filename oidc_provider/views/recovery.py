@@ -7,29 +7,17 @@ them and never again: only their keyed hashes are stored (authn/factors/recovery
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..errors import error_page
 from ..models import record_audit
-from .account import signed_in
+from .account import user_and_factor
 
 bp = Blueprint("recovery", __name__, url_prefix="/account/security/recovery-codes")
 
 
-def _user_and_factor():
-    """(user, factor, None), or (None, None, an error page)."""
-    factor = current_app.extensions["op"].factors.get("recovery-code")
-    if factor is None:
-        return None, None, error_page("not_found", 404)
-    _session, user = signed_in()
-    if user is None:
-        return None, None, error_page("signed_out", 401)
-    return user, factor, None
-
-
 @bp.get("")
 def show():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("recovery-code")
     if failure:
         return failure
     left = factor.remaining(user)
@@ -40,7 +28,7 @@ def show():
 @bp.post("/generate")
 def generate():
     """A new set; the old codes stop working at once."""
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("recovery-code")
     if failure:
         return failure
     replaced = factor.remaining(user)
@@ -52,7 +40,7 @@ def generate():
 
 @bp.post("/remove")
 def remove():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("recovery-code")
     if failure:
         return failure
     if factor.remove(user):

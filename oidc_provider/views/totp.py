@@ -7,34 +7,18 @@ factor (authn/factors/totp.py); these views only show and forward.
 
 from __future__ import annotations
 
-import time
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from ..errors import MESSAGES, error_page
+from ..errors import MESSAGES
 from ..models import record_audit
-from .account import signed_in
+from .account import user_and_factor, when
 
 bp = Blueprint("totp", __name__, url_prefix="/account/security/totp")
 
 
 def _factor():
     return current_app.extensions["op"].factors.get("totp")
-
-
-def _when(at: float | None) -> str | None:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else None
-
-
-def _user_and_factor():
-    """(user, factor, None), or (None, None, an error page)."""
-    factor = _factor()
-    if factor is None:
-        return None, None, error_page("not_found", 404)
-    _session, user = signed_in()
-    if user is None:
-        return None, None, error_page("signed_out", 401)
-    return user, factor, None
 
 
 def _enroll_page(user, factor, pending, error=None, status=200):
@@ -45,20 +29,20 @@ def _enroll_page(user, factor, pending, error=None, status=200):
 
 @bp.get("")
 def show():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("totp")
     if failure:
         return failure
     app = factor.enrolled(user)
     return render_template("totp_status.html", enrolled=app is not None,
-                           since=_when(app.created_at) if app else None,
-                           last_used=_when(app.last_used_at) if app else None,
+                           since=when(app.created_at) if app else None,
+                           last_used=when(app.last_used_at) if app else None,
                            done=request.args.get("done"))
 
 
 @bp.post("/enroll")
 def enroll():
     """A new seed (the page after shows it); the app in use keeps working until confirmed."""
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("totp")
     if failure:
         return failure
     factor.start_enrollment(user)
@@ -67,7 +51,7 @@ def enroll():
 
 @bp.get("/enroll")
 def enrollment():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("totp")
     if failure:
         return failure
     pending = factor.pending(user)
@@ -78,7 +62,7 @@ def enrollment():
 
 @bp.post("/confirm")
 def confirm():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("totp")
     if failure:
         return failure
     pending = factor.pending(user)
@@ -96,7 +80,7 @@ def confirm():
 
 @bp.post("/remove")
 def remove():
-    user, factor, failure = _user_and_factor()
+    user, factor, failure = user_and_factor("totp")
     if failure:
         return failure
     if factor.remove(user):

@@ -8,7 +8,6 @@ posted with the form to `register`. The rules live in authn/factors/webauthn.py.
 
 from __future__ import annotations
 
-import time
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 
@@ -17,7 +16,7 @@ from ..authn.factors.webauthn import (KIND_IDS, RegistrationRefused, clean_name,
 from ..errors import MESSAGES, error_page
 from ..extensions import db
 from ..models import record_audit
-from .account import signed_in
+from .account import signed_in, when
 
 bp = Blueprint("webauthn", __name__, url_prefix="/account/security/webauthn")
 
@@ -38,13 +37,9 @@ def _only_when_enabled():
     return None
 
 
-def _when(at: float | None) -> str | None:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else None
-
-
 def _page(user, error=None, status=200):
-    rows = [{"id": a.id, "name": a.name, "kind": KIND_TITLES[a.kind], "created": _when(a.created_at),
-             "last_used": _when(a.last_used_at)} for a in user_credentials(user.id)]
+    rows = [{"id": a.id, "name": a.name, "kind": KIND_TITLES[a.kind], "created": when(a.created_at),
+             "last_used": when(a.last_used_at)} for a in user_credentials(user.id)]
     kinds = [{"id": kind, "title": KIND_TITLES[kind]} for kind in _enabled_kinds()]
     return render_template("webauthn_credentials.html", rows=rows, kinds=kinds,
                            error=MESSAGES[error] if error else None), status

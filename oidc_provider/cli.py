@@ -359,6 +359,30 @@ def keys_rotate(alg):
         click.echo(f"{entry['kid']:32} {entry['alg']:6} {entry['state']}")
 
 
+@keys.command("reencrypt")
+def keys_reencrypt():
+    """Re-encrypt stored secrets (TOTP seeds) with the first of `encryption_key_ids`.
+
+    Rotation: put a new id first in provider.yaml, restart, run this, then drop the old id."""
+    from .authn.factors.totp import seed_context
+    from .extensions import db as sqla
+    from .models import Authenticator
+
+    app = _app()
+    box = app.extensions["op"].secret_box
+    moved = 0
+    with app.app_context():
+        rows = sqla.session.execute(sqla.select(Authenticator).filter(
+            Authenticator.kind == "totp", Authenticator.secret.is_not(None))).scalars()
+        for row in rows:
+            if box.needs_reencrypt(row.secret):
+                context = seed_context(row.user_id)
+                row.secret = box.encrypt(box.decrypt(row.secret, context), context)
+                moved += 1
+        sqla.session.commit()
+    click.echo(f"{moved} secret(s) now under key {box.current_id}")
+
+
 def _client_lifetimes(settings) -> list[int]:
     from .settings.clients import parse_clients
 

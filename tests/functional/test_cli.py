@@ -334,3 +334,43 @@ def test_demo_prepares_everything_and_prints_how_to_sign_in(home):
         registered["demo-web"]["client_secret_hash"]
     demo_rows = [line for line in cli(home, "users", "list").stdout.splitlines() if line.startswith("demo ")]
     assert len(demo_rows) == 1
+
+
+def test_keys_reencrypt_moves_totp_seeds_to_the_new_key(tmp_path):
+    """Rotation of the key that encrypts reversible secrets: new id first, reencrypt, old id gone."""
+
+
+
+    from oidc_provider.authn.factors.totp import seed_context
+    from oidc_provider.cli import create_user, upgrade_database
+    from oidc_provider.extensions import db
+    from oidc_provider.models import Authenticator
+    from oidc_provider.oauth.keys import KeyFolder
+
+    KeyFolder(tmp_path / "keys").generate()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "clients.yaml").write_text("clients: []\n")
+    config = tmp_path / "config" / "provider.yaml"
+    base = f"database_url: sqlite:///{tmp_path}/oidc.db\n"
+    config.write_text(base + "encryption_key_ids: [m1]\n")
+    app = create_app(config, base_dir=tmp_path)
+    upgrade_database(app)
+    with app.app_context():
+        user = create_user("seeded", "long enough password")
+        box = app.extensions["op"].secret_box
+        row = Authenticator(user_id=user.id, kind="totp", name="app", confirmed=True, data={},
+                            secret=box.encrypt(b"JBSWY3DPEHPK3PXP", seed_context(user.id)))
+        db.session.add(row)
+        db.session.commit()
+        row_id, user_id = row.id, user.id
+    config.write_text(base + "encryption_key_ids: [m2, m1]\n")
+    env = {**os.environ, "OIDC_PROVIDER_HOME": str(tmp_path), "OIDC_PROVIDER_CONFIG": str(config)}
+    cli = str(Path(sys.executable).with_name("oidc-provider"))
+    done = subprocess.run([cli, "keys", "reencrypt"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "1 secret(s) now under key m2" in done.stdout, done.stderr
+    config.write_text(base + "encryption_key_ids: [m2]\n")  # the old key is gone
+    app = create_app(config, base_dir=tmp_path)
+    with app.app_context():
+        stored = db.session.get(Authenticator, row_id).secret
+        assert stored.startswith("v1:m2:")
+        assert app.extensions["op"].secret_box.decrypt(stored, seed_context(user_id)) == b"JBSWY3DPEHPK3PXP"

@@ -135,7 +135,7 @@ class TotpFactor:
     # -- internals -------------------------------------------------------------------------
 
     def _context(self, user) -> str:
-        return f"totp-seed:{user.id}"  # a seed copied to another user's row does not decrypt
+        return seed_context(user.id)
 
     def _secret(self, user, authenticator: Authenticator) -> str:
         return self.box.decrypt(authenticator.secret, self._context(user)).decode()
@@ -169,3 +169,8 @@ class TotpFactor:
         ).rowcount
         db.session.commit()
         return used == 1
+
+
+def seed_context(user_id: str) -> str:
+    """Bound into each encrypted seed: a seed copied to another user's row does not decrypt."""
+    return f"totp-seed:{user_id}"

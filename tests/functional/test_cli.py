@@ -338,9 +338,6 @@ def test_demo_prepares_everything_and_prints_how_to_sign_in(home):
 
 def test_keys_reencrypt_moves_totp_seeds_to_the_new_key(tmp_path):
     """Rotation of the key that encrypts reversible secrets: new id first, reencrypt, old id gone."""
-
-
-
     from oidc_provider.authn.factors.totp import seed_context
     from oidc_provider.cli import create_user, upgrade_database
     from oidc_provider.extensions import db

@@ -166,7 +166,8 @@ def _sqlite_pragmas(connection, _record) -> None:
 def _engine_options(settings: Settings) -> dict:
     if settings.database_url.startswith("sqlite"):
         # Writers wait for each other instead of failing with "database is locked".
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # SQLite serializes writers: let waiting requests queue for the file lock, not for the pool
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": 20, "max_overflow": 20}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
 
 

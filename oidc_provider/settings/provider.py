@@ -21,6 +21,13 @@ class ConfigError(Exception):
     """A configuration file is invalid; the message names the file and the field."""
 
 
+def http_url(value: str | None) -> str | None:
+    """A gateway URL: http or https only (no file:, ftp: or bare hosts)."""
+    if value is not None and not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -86,12 +93,7 @@ class Gateway(Strict):
     from_number: str | None = None  # twilio: the sending number, E.164 (+14155550100)
     timeout: float = Field(10, gt=0)  # seconds to connect and to wait for the answer
 
-    @field_validator("url")
-    @classmethod
-    def _url_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    _url_is_http = field_validator("url")(http_url)
 
     @model_validator(mode="after")
     def _gateway_is_complete(self):
@@ -159,12 +161,7 @@ class PushSettings(Strict):
     per_user_limit: int = Field(5, gt=0)
     rate_window: int = Field(15 * 60, gt=0)  # seconds
 
-    @field_validator("url")
-    @classmethod
-    def _url_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    _url_is_http = field_validator("url")(http_url)
 
     @model_validator(mode="after")
     def _webhook_has_url(self):

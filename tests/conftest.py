@@ -15,6 +15,8 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -277,6 +279,27 @@ class UserAgent:
         if page.status_code == 200 and 'value="approve"' in page.text:
             page = self.submit(page, {"action": "approve"})
         return callback_params(page)
+
+
+OIDC_PROVIDER_SCRIPT = Path(sys.executable).with_name("oidc-provider")
+
+
+def run_cli(home: Path, *args: str, input: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+    """The real `oidc-provider` command on a base directory, stdin closed unless `input` is given.
+    `ok`: it must succeed; otherwise it must fail with a message, never a traceback."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("ISSUER", "DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
+    env.update(OIDC_PROVIDER_HOME=str(home), OIDC_PROVIDER_CONFIG=str(home / "config" / "provider.yaml"))
+    result = subprocess.run(
+        [str(OIDC_PROVIDER_SCRIPT), *args], cwd=home, env=env, text=True, capture_output=True, timeout=120,
+        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
+    )
+    if ok:
+        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    else:
+        assert result.returncode != 0, f"{args} should have failed:\n{result.stdout}\n{result.stderr}"
+        assert "Traceback" not in result.stderr, result.stderr
+    return result
 
 
 def post(agent: UserAgent, page: requests.Response, action: str, fields: dict | None = None) -> requests.Response:

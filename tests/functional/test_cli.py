@@ -24,10 +24,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
 from oidc_provider import create_app
+from tests.conftest import run_cli as cli
 from oidc_provider.oauth.keys import MasterSecret
 from oidc_provider.settings.clients import hash_client_secret
 
-SCRIPT = Path(sys.executable).with_name("oidc-provider")
 REDIRECT = "http://127.0.0.1:9/callback"
 FIRST_PASSWORD = "first password 123"
 NEW_PASSWORD = "second password 456"
@@ -45,21 +45,6 @@ def home(tmp_path):
         "dev_mode: true\n"
     )
     return base
-
-
-def cli(home: Path, *args: str, input: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("ISSUER", "DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
-    env.update(OIDC_PROVIDER_HOME=str(home), OIDC_PROVIDER_CONFIG=str(home / "config" / "provider.yaml"))
-    result = subprocess.run(
-        [str(SCRIPT), *args], cwd=home, env=env, text=True, capture_output=True, timeout=120,
-        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
-    )
-    if ok:
-        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    else:
-        assert result.returncode != 0, f"{args} should have failed:\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def keys_table(output: str) -> dict[str, tuple[str, str]]:

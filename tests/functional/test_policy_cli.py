@@ -7,24 +7,21 @@ users in the database, a small real GeoIP database and a policy file with rules.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from oidc_provider import create_app
+from tests.conftest import run_cli as cli
 from oidc_provider.authn.policy import LoginContext, PreviousLogin, evaluate
 from oidc_provider.extensions import db
 from oidc_provider.models import User, record_audit
 from oidc_provider.settings.policy import load_policy
 from tests.unit.test_geoip import write_mmdb
 
-SCRIPT = Path(sys.executable).with_name("oidc-provider")
 COMMITTED = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
 PASSWORD = "a password 12345"
 
@@ -48,22 +45,6 @@ rules:
     if: {clients: [payroll], new_device: true}
     then: require_mfa
 """
-
-
-def cli(home: Path, *args: str, input: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("ISSUER", "DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
-    env.update(OIDC_PROVIDER_HOME=str(home), OIDC_PROVIDER_CONFIG=str(home / "config" / "provider.yaml"))
-    result = subprocess.run(
-        [str(SCRIPT), *args], cwd=home, env=env, text=True, capture_output=True, timeout=120,
-        **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
-    )
-    if ok:
-        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    else:
-        assert result.returncode != 0, f"{args} should have failed:\n{result.stdout}\n{result.stderr}"
-        assert "Traceback" not in result.stderr, result.stderr
-    return result
 
 
 def app_for(home: Path):

@@ -212,6 +212,9 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
 
     params = oauth_request.payload.data
     prompts = set((params.get("prompt") or "").split())
+    if "none" in prompts and len(prompts) > 1:  # OIDC Core 3.1.2.1: none must stand alone
+        return redirect_to_client(redirect_uri, {"error": "invalid_request", "state": state,
+                                                 "error_description": "prompt=none cannot be combined with other values."})
     client = grant.client
     try:
         asked = parse_acr_request(params.get("acr_values"), params.get("claims"), params.get("require_mfa"),
@@ -354,8 +357,10 @@ def userinfo():
         return _bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     scopes = set((claims.get("scope") or "").split())
-    if op.settings.issuer_url not in audiences or "openid" not in scopes:
-        return _bearer_error("insufficient_scope", "The token is not for the userinfo endpoint.", 403)
+    if op.settings.issuer_url not in audiences:  # RFC 6750 3.1: a token for another resource is invalid here
+        return _bearer_error("invalid_token", "The token is not for the userinfo endpoint.")
+    if "openid" not in scopes:
+        return _bearer_error("insufficient_scope", "The token was not issued with the openid scope.", 403)
     user = db.session.get(User, claims["sub"])
     if user is None or user.disabled:
         return _bearer_error("invalid_token", "The user is no longer active.")

@@ -1,0 +1,40 @@
+"""The attack suite: one file per source, every case marked with the clause it comes from.
+
+`pytest tests/security -m "not slow" --collect-only -q` lists the cases; the README's table
+counts them per source. A case without a `clause` marker fails the suite (see
+test_every_case_names_its_clause in test_suite_shape.py).
+"""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from tests.conftest import REDIRECT, callback_params, pkce_pair, token_request
+
+
+def code_for(agent, user, client="web", **params):
+    """Sign in through the browser stand-in; returns (callback params, PKCE verifier)."""
+    verifier, challenge = pkce_pair()
+    params = {"client_id": client, "code_challenge": challenge, "code_challenge_method": "S256", **params}
+    return agent.sign_in(user["username"], **params), verifier
+
+
+def redeem(provider, code, verifier, client="web", auth="basic", redirect_uri=REDIRECT):
+    return token_request(provider, {"grant_type": "authorization_code", "code": code,
+                                    "redirect_uri": redirect_uri, "code_verifier": verifier}, client, auth)
+
+
+def tokens_for(provider, agent, user, client="web", auth="basic", **params):
+    params, verifier = code_for(agent, user, client, **params)
+    response = redeem(provider, params["code"], verifier, client, auth)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def verify_jwt(provider, token, audience, algorithms=("RS256", "ES256")):
+    key = jwt.PyJWKClient(f"{provider.url}/oidc/jwks").get_signing_key_from_jwt(token)
+    return jwt.decode(token, key.key, algorithms=list(algorithms), audience=audience, issuer=provider.url)
+
+
+__all__ = ["callback_params", "code_for", "redeem", "tokens_for", "verify_jwt"]

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from werkzeug.serving import make_server
 from oidc_provider import create_app
 from oidc_provider.cli import create_user, upgrade_database
 from oidc_provider.oauth.keys import KeyFolder, MasterSecret
-from oidc_provider.settings.clients import hash_client_secret
+from oidc_provider.settings.clients import ClientConfig, hash_client_secret
 
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the RP library over loopback http
 
@@ -141,6 +142,27 @@ def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
     ]
     path.write_text(json.dumps({"clients": clients}))  # JSON is YAML
     return made
+
+
+def add_clients(provider: Provider, *clients: dict) -> None:
+    """What an operator does: add (or replace) clients in the clients file; returns once the
+    provider has loaded them. A `client_secret` is stored hashed and kept in provider.secrets."""
+    key = MasterSecret.load(provider.base_dir / "keys").derive("client-secret")
+    path = provider.base_dir / "clients.yaml"
+    data = json.loads(path.read_text())
+    expected = {}
+    for client in map(dict, clients):
+        secret = client.pop("client_secret", None)
+        if secret:
+            provider.secrets[client["client_id"]] = secret
+            client["client_secret_hash"] = hash_client_secret(secret, key)
+        data["clients"] = [c for c in data["clients"] if c["client_id"] != client["client_id"]] + [client]
+        expected[client["client_id"]] = ClientConfig.model_validate(client)
+    path.write_text(json.dumps(data))
+    deadline = time.monotonic() + 10
+    while any(getattr(provider.op.clients.get(cid), "config", None) != config for cid, config in expected.items()):
+        assert time.monotonic() < deadline, f"clients not loaded: {provider.op.clients.last_error}"
+        time.sleep(0.1)
 
 
 BACKENDS = {

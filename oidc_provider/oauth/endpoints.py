@@ -26,6 +26,7 @@ from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
+from . import par, request_object
 from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
 
 bp = Blueprint("oidc", __name__)
@@ -77,11 +78,12 @@ def discovery_document(op) -> dict:
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_parameter_supported": False,
-        "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
+        "request_uri_parameter_supported": False,  # only PAR's own request_uri values (oauth/par.py)
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
         "backchannel_logout_supported": False,
+        **par.metadata(op.settings),
+        **request_object.metadata(op.settings),
     }
 
 
@@ -176,7 +178,16 @@ def _int_param(value: str | None, name: str) -> int | None:
 @bp.route("/oidc/auth", methods=["GET", "POST"])
 def authorize():
     datalist = {key: request.values.getlist(key) for key in request.values.keys()}
+    try:  # PAR's request_uri or a signed request object (RFC 9126 4, RFC 9101 5)
+        datalist = par.authorization_parameters(current_op(), datalist)
+    except OAuth2Error as error:
+        return _error_response(error, request.values.get("state"))
     return _authorize(datalist, interaction=None)
+
+
+@bp.post("/oidc/par")
+def pushed_authorization_request():
+    return par.push(current_op())
 
 
 @bp.get("/oidc/auth/resume/<uid>")

@@ -121,7 +121,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         self.store = store
 
     def get_audiences(self):
-        return [f"{self.issuer}/oidc/token", self.issuer]
+        return [f"{self.issuer}/oidc/token", self.issuer, f"{self.issuer}/oidc/par"]  # RFC 9126 2
 
     def validate_jti(self, claims, jti):
         ttl = max(int(claims.get("exp", 0) - time.time()), 0) + self.leeway

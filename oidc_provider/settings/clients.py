@@ -52,7 +52,7 @@ class ClientConfig(Strict):
     client_name: str | None = None
     token_endpoint_auth_method: AuthMethod = "client_secret_basic"
     client_secret_hash: str | None = None  # made by `oidc-provider clients secret`
-    jwks: dict | None = None  # public keys, for private_key_jwt
+    jwks: dict | None = None  # public keys, for private_key_jwt and signed request objects
     redirect_uris: list[str] = []
     post_logout_redirect_uris: list[str] = []
     grant_types: list[GrantType] = ["authorization_code"]
@@ -65,6 +65,12 @@ class ClientConfig(Strict):
     # MFA policy for this client's logins (config/policy.yaml); a user's own policy wins;
     # None: the global policy. Rules in config/policy.yaml take precedence over both.
     mfa_policy: Literal["never", "adaptive", "always"] | None = None
+    # RFC 9126 6: authorization requests only through POST /oidc/par (also `par.required`)
+    require_pushed_authorization_requests: bool = False
+    # RFC 9101 10.5: authorization requests only as request objects signed with a key in `jwks`
+    require_signed_request_object: bool = False
+    # OIDC Dynamic Client Registration 2: the one alg its request objects use; None: RS256 or ES256
+    request_object_signing_alg: Literal["RS256", "ES256"] | None = None
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod
@@ -84,6 +90,9 @@ class ClientConfig(Strict):
             raise ValueError(f"client_secret_hash: not used with {method}; remove it")
         if method == "private_key_jwt" and not (self.jwks and self.jwks.get("keys")):
             raise ValueError("jwks: a key set with 'keys' is required for private_key_jwt")
+        if (self.require_signed_request_object or self.request_object_signing_alg) and not (
+                self.jwks and self.jwks.get("keys")):
+            raise ValueError("jwks: a key set with 'keys' is required to verify signed request objects")
         if method == "none" and "client_credentials" in self.grant_types:
             raise ValueError("grant_types: a public client cannot use client_credentials")
         if "authorization_code" in self.grant_types and not self.redirect_uris:

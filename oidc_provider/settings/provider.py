@@ -224,6 +224,28 @@ class WebAuthnSettings(Strict):
         return self
 
 
+class ParSettings(Strict):
+    """Pushed authorization requests (RFC 9126): the `par:` block."""
+
+    enabled: bool = True  # POST /oidc/par exists and discovery advertises it
+    # every client must push its requests (RFC 9126 5); one client: require_pushed_authorization_requests
+    required: bool = False
+    lifetime: int = Field(60, gt=0, le=600)  # seconds a request_uri stays usable (RFC 9126 2.2: short)
+
+    @model_validator(mode="after")
+    def _required_needs_enabled(self):
+        if self.required and not self.enabled:
+            raise ValueError("required: PAR cannot be required while it is not enabled")
+        return self
+
+
+class JarSettings(Strict):
+    """Signed request objects (JAR, RFC 9101; OIDC Core 6.1): the `jar:` block."""
+
+    enabled: bool = True  # `request=<JWT>` accepted at /oidc/auth and /oidc/par
+    max_lifetime: int = Field(3600, gt=0, le=24 * 3600)  # seconds exp may lie ahead: bounds replay
+
+
 # Every factor id (authn/factors FACTOR_CLASSES); "email" is the magic link, "fed" an upstream.
 FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email", "totp", "recovery-code",
               "webauthn-key", "webauthn-platform", "passkey", "push", "fed")
@@ -376,6 +398,8 @@ class Settings(Strict):
     upstreams: dict[UpstreamName, UpstreamSettings] = {}  # upstream OpenID providers (social login)
     push: PushSettings = PushSettings()  # push approval: challenge lifetime, enrollment, gateway
     totp_recovery: TotpAndRecoveryCodes = TotpAndRecoveryCodes()  # authenticator apps, recovery codes
+    par: ParSettings = ParSettings()  # pushed authorization requests: POST /oidc/par
+    jar: JarSettings = JarSettings()  # signed request objects (`request` parameter)
 
     @field_validator("resources")
     @classmethod

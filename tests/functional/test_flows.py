@@ -216,7 +216,7 @@ def test_discovery_advertises_what_works(provider):
     assert config["code_challenge_methods_supported"] == ["S256"]
     assert set(config["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
     assert "private_key_jwt" in config["token_endpoint_auth_methods_supported"]
-    assert config["request_parameter_supported"] is False
+    assert config["request_parameter_supported"] is True  # signed request objects (test_jar.py)
     for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
                  "end_session_endpoint", "revocation_endpoint", "introspection_endpoint"):
         assert config[name].startswith(provider.url)

@@ -149,6 +149,13 @@ def test_private_key_jwt_with_an_empty_key_set(tmp_path):
     assert_names(message, "jwt-app", "jwks")
 
 
+@pytest.mark.parametrize("field", [{"require_signed_request_object": True}, {"request_object_signing_alg": "ES256"}])
+def test_signed_request_objects_without_jwks(tmp_path, field):
+    message = error_for(tmp_path, [web(**field)])
+    assert_names(message, "web-app", "jwks")
+    assert "request objects" in message
+
+
 def test_public_client_with_client_credentials(tmp_path):
     message = error_for(tmp_path, [web(client_id="spa", client_secret_hash=None, token_endpoint_auth_method="none",
                                        grant_types=["authorization_code", "client_credentials"])])

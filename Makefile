@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean browser
+.PHONY: install run test clean browser bench bench-compare
 
 install: $(STAMP)
 
@@ -28,6 +28,15 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is not installed and this is not root: the browser tests will skip"; fi; }
+
+## bench: our provider in production shape (PostgreSQL, Redis, the production WSGI server) under load
+bench: install
+	$(BIN)/python -m bench.run
+
+## bench-compare: the same workloads against node-oidc-provider (npm) in one run, with ratios
+bench-compare: install
+	cd bench/peer && npm ci --no-audit --no-fund --silent
+	$(BIN)/python -m bench.run --compare
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

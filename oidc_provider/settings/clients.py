@@ -65,6 +65,9 @@ class ClientConfig(Strict):
     # MFA policy for this client's logins (config/policy.yaml); a user's own policy wins;
     # None: the global policy. Rules in config/policy.yaml take precedence over both.
     mfa_policy: Literal["never", "adaptive", "always"] | None = None
+    # RFC 9449 5.2: true: every token request must carry a DPoP proof (DPoP-bound tokens only)
+    dpop_bound_access_tokens: bool = False
+    dpop_require_nonce: bool = False  # this client's proofs need a nonce even if dpop.require_nonce is off
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

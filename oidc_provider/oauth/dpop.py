@@ -205,7 +205,8 @@ class ProofChecker:
         htu = claims.get("htu")  # step 9
         if normalize_url(htu) is None or normalize_url(htu) != normalize_url(url):
             raise _invalid("The DPoP proof is not for this URL (htu).")
-        if require_nonce if require_nonce is not None else self.nonces is not None:  # step 10
+        needs_nonce = self.nonces is not None if require_nonce is None else require_nonce
+        if needs_nonce:  # step 10
             if self.nonces is None or not self.nonces.check(claims.get("nonce"), now):
                 fresh = self.nonces.issue(now) if self.nonces else None
                 raise DPoPError("use_dpop_nonce", "A DPoP nonce is required: use the one in the DPoP-Nonce header.",

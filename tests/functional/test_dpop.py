@@ -219,11 +219,12 @@ def test_dpop_jkt_binds_the_authorization_code(provider, user, agent):
     answer = token(provider, grant, "mobile", key.proof("POST", token_url(provider)))
     assert answer.status_code == 200 and claims_of(provider, answer.json()["access_token"])["cnf"]["jkt"] == key.jkt
     # a malformed thumbprint is an invalid request, redirected to the client
-    verifier, challenge = pkce_pair()
+    _, challenge = pkce_pair()
     page = agent.authorize(client_id="mobile", state="s1", code_challenge=challenge, code_challenge_method="S256",
                            dpop_jkt="not-a-thumbprint")
     params = callback_params(page)
-    assert params["error"] == "invalid_request" and params["state"] == "s1" and "dpop_jkt" in params["error_description"]
+    assert params["error"] == "invalid_request" and params["state"] == "s1"
+    assert "dpop_jkt" in params["error_description"]
 
 
 # -- attacks at the token endpoint -----------------------------------------------------------------
@@ -322,6 +323,17 @@ def test_userinfo_offers_both_schemes_and_keeps_bearer_tokens_bearer(provider, u
     url = f"{provider.url}/oidc/userinfo"
     as_dpop = userinfo(provider, bearer, DPoPKey().proof("GET", url, access_token=bearer))
     assert as_dpop.status_code == 401 and error_of(as_dpop) == "invalid_token"
+
+
+def test_the_direct_api_refuses_a_dpop_token_as_bearer(provider, user):
+    key = DPoPKey()
+    bound = token(provider, {"grant_type": "client_credentials", "scope": "auth.password"}, "api-backend",
+                  key.proof("POST", token_url(provider))).json()["access_token"]
+    body = {"username": user["username"], "password": user["password"], "redirect_uri": "https://domain.com/verify"}
+    refused = requests.post(f"{provider.url}/v1/auth/password/login", json=body, timeout=10,
+                            headers={"Authorization": f"Bearer {bound}"})
+    assert refused.status_code == 401 and error_of(refused) == "invalid_token"
+    assert "bound" in refused.json()["error_description"]
 
 
 # -- nonces ---------------------------------------------------------------------------------------------
@@ -445,17 +457,22 @@ def test_resource_server_helper_can_demand_nonces(provider):
         return jsonify({"sub": g.access_token["sub"]})
 
     url, server, thread = serve(app)
+    public = rs.public_url = url.replace("127.0.0.1", "localhost")  # as a proxy in front would name it
     try:
         key = DPoPKey("EdDSA")
         access = api_token(provider, key)
         headers = {"Authorization": f"DPoP {access}"}
         asked = requests.get(f"{url}/orders", timeout=10,
-                             headers={**headers, "DPoP": key.proof("GET", f"{url}/orders", access_token=access)})
+                             headers={**headers, "DPoP": key.proof("GET", f"{public}/orders", access_token=access)})
         assert asked.status_code == 401 and error_of(asked) == "use_dpop_nonce"
         assert challenge_of(asked)[0] == "DPoP" and asked.headers["DPoP-Nonce"]
-        proof = key.proof("GET", f"{url}/orders", access_token=access, nonce=asked.headers["DPoP-Nonce"])
+        proof = key.proof("GET", f"{public}/orders", access_token=access, nonce=asked.headers["DPoP-Nonce"])
         answer = requests.get(f"{url}/orders", timeout=10, headers={**headers, "DPoP": proof})
         assert answer.status_code == 200 and answer.json() == {"sub": "backend"}
+        # the address the proxy hides is not the one clients sign
+        inner = key.proof("GET", f"{url}/orders", access_token=access, nonce=asked.headers["DPoP-Nonce"])
+        refused = requests.get(f"{url}/orders", timeout=10, headers={**headers, "DPoP": inner})
+        assert refused.status_code == 401 and "URL" in refused.json()["error_description"]
     finally:
         server.shutdown()
         thread.join(5)

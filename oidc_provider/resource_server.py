@@ -14,6 +14,13 @@ challenge, 401 insufficient_user_authentication with the acr_values and max_age 
 route needs, so the client can send the user back to the provider for just that.
 A locally verified token can still have been revoked; routes that must know use
 introspection (/oidc/introspect) instead.
+
+DPoP-bound tokens (RFC 9449, `cnf.jkt`) are accepted with `Authorization: DPoP <token>` and a
+`DPoP` proof by the token's key (with `ath`), never as Bearer. Proofs are single use: the
+default replay cache lives in the process; with several workers pass a shared one, e.g.
+`ResourceServer(..., dpop=ProofChecker(replay=store))` where `store.add(key, value, ttl)`
+sets a key only if absent (Redis SET NX). `ProofChecker(nonces=NonceSource(secret))` also
+demands server nonces (401 use_dpop_nonce with a DPoP-Nonce header).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
+
+from .oauth.dpop import DPoPError, ProofChecker, challenge, check_resource_request, proof_headers
 
 ALGORITHMS = ("RS256", "ES256")  # what the provider signs with (RS256 for access tokens)
 AT_JWT_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 2.1
@@ -49,28 +58,24 @@ class TokenRejected(Exception):
         self.description = description
 
 
-def _quote(value: str) -> str:
-    """An RFC 9110 quoted-string (auth-param value)."""
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _challenge(status: int, error: str | None, description: str | None, **params) -> Response:
-    """An error answer: WWW-Authenticate (RFC 6750 3) and the same as JSON."""
+def _challenge(status: int, error: str | None, description: str | None, scheme: str = "Bearer",
+               extra: dict | None = None, nonce: str | None = None, **params) -> Response:
+    """An error answer: WWW-Authenticate (RFC 6750 3, RFC 9449 7.1) and the same as JSON.
+    `extra`: challenge-only params (a DPoP challenge's algs); `nonce`: a DPoP-Nonce to use."""
     parts = {}
     if error:  # RFC 6750 3.1: a request without a token gets a bare challenge
         parts["error"] = error
         if description:
             parts["error_description"] = description
     parts.update({name: value for name, value in params.items() if value is not None})
-    header = "Bearer"
-    if parts:
-        header += " " + ", ".join(f"{name}={_quote(value)}" for name, value in parts.items())
     body = {"error": error or "unauthorized", **({"error_description": description} if description else {}),
             **{name: value for name, value in params.items() if value is not None}}
     response = jsonify(body)
     response.status_code = status
-    response.headers["WWW-Authenticate"] = header
+    response.headers["WWW-Authenticate"] = challenge(scheme, **parts, **(extra or {}))
     response.headers["Cache-Control"] = "no-store"
+    if nonce:
+        response.headers["DPoP-Nonce"] = nonce
     return response
 
 
@@ -80,11 +85,17 @@ class ResourceServer:
     refetch_interval = 10  # seconds between JWKS fetches triggered by an unknown kid
     timeout = 10  # seconds for fetching the JWKS
 
-    def __init__(self, issuer: str, audience: str, jwks_uri: str | None = None, leeway: int = 30):
+    def __init__(self, issuer: str, audience: str, jwks_uri: str | None = None, leeway: int = 30,
+                 dpop: ProofChecker | bool = True, public_url: str | None = None):
+        """`dpop`: True accepts DPoP-bound tokens with default proof checks, a ProofChecker tunes
+        them, False takes Bearer tokens only. `public_url`: scheme://host[:port] clients use to
+        reach this server (for the proofs' htu) when a proxy hides it; None: the request's own."""
         self.issuer = issuer.rstrip("/")
         self.audience = audience
         self.jwks_uri = jwks_uri or f"{self.issuer}/oidc/jwks"
         self.leeway = leeway
+        self.dpop = ProofChecker() if dpop is True else (dpop or None)
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.http = requests.Session()
         self._keys: KeySet | None = None
         self._fetched_at = 0.0
@@ -120,7 +131,13 @@ class ResourceServer:
 
     # -- tokens -------------------------------------------------------------------------------
     def verify(self, token: str) -> dict:
-        """The claims of a valid access token for this audience; raises TokenRejected."""
+        """The claims of a valid Bearer access token for this audience; raises TokenRejected."""
+        claims = self._verify_jwt(token)
+        if "cnf" in claims:  # RFC 9449 7.1: a DPoP-bound token is never accepted as Bearer
+            raise TokenRejected("The token is bound to a key and cannot be used as a Bearer token.")
+        return claims
+
+    def _verify_jwt(self, token: str) -> dict:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenRejected("The access token is malformed.")
         try:
@@ -149,8 +166,13 @@ class ResourceServer:
         nbf = claims.get("nbf")
         if isinstance(nbf, (int, float)) and nbf - self.leeway > now:
             raise TokenRejected("The token is not valid yet.")
-        if "cnf" in claims:  # RFC 9449 7.1: a DPoP-bound token is never accepted as Bearer
-            raise TokenRejected("The token is bound to a key and cannot be used as a Bearer token.")
+        return claims
+
+    def _verify_dpop(self, token: str) -> dict:
+        """A DPoP-bound token with a proof of this request by its key; raises DPoPError."""
+        claims = self._verify_jwt(token)
+        url = f"{self.public_url}{request.path}" if self.public_url else request.base_url
+        check_resource_request(self.dpop, claims, "DPoP", token, proof_headers(request.headers), request.method, url)
         return claims
 
     # -- the decorator ------------------------------------------------------------------------
@@ -176,15 +198,23 @@ class ResourceServer:
     def _check(self, needed_scopes: set[str], scope: str | None, acr_values: list[str], max_age: int | None):
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":  # RFC 6750 3.1: no credentials, no error code
-            return _challenge(401, None, "A Bearer access token is required.")
+        scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower())
+        algs = {"algs": " ".join(self.dpop.algorithms)} if self.dpop else {}
+        if scheme is None or (scheme == "DPoP" and not self.dpop):  # RFC 6750 3.1: no error code
+            response = _challenge(401, None, "A Bearer access token is required.")
+            if self.dpop:  # RFC 9449 7.2: both schemes are offered
+                response.headers["WWW-Authenticate"] = f"Bearer, {challenge('DPoP', **algs)}"
+            return response
+        respond = functools.partial(_challenge, scheme=scheme, extra=algs if scheme == "DPoP" else None)
         token = token.strip()
         if not token or " " in token:
-            return _challenge(400, "invalid_request", "The Authorization header is malformed.")
+            return respond(400, "invalid_request", "The Authorization header is malformed.")
         try:
-            claims = self.verify(token)
+            claims = self.verify(token) if scheme == "Bearer" else self._verify_dpop(token)
         except TokenRejected as rejected:
-            return _challenge(401, "invalid_token", rejected.description)
+            return respond(401, "invalid_token", rejected.description)
+        except DPoPError as refused:
+            return respond(401, refused.error, refused.description, nonce=refused.nonce)
         except JwksUnavailable as exc:  # neither valid nor invalid: say so, details to the log
             log.warning("cannot verify access tokens: %s", exc)
             response = jsonify({"error": "temporarily_unavailable",
@@ -193,18 +223,17 @@ class ResourceServer:
             return response
         granted = set(str(claims.get("scope") or "").split())
         if not needed_scopes <= granted:  # RFC 6750 3.1
-            return _challenge(403, "insufficient_scope", "The token lacks the scope this request needs.",
-                              scope=scope)
+            return respond(403, "insufficient_scope", "The token lacks the scope this request needs.", scope=scope)
         # RFC 9470 3: name what the route needs so the client can ask for just that
         step_up = {"acr_values": " ".join(acr_values) or None, "max_age": max_age}
         if acr_values and claims.get("acr") not in acr_values:
-            return _challenge(401, "insufficient_user_authentication",
-                              "A different authentication level is required.", **step_up)
+            return respond(401, "insufficient_user_authentication",
+                           "A different authentication level is required.", **step_up)
         if max_age is not None:
             auth_time = claims.get("auth_time")
             if not isinstance(auth_time, (int, float)) or isinstance(auth_time, bool) \
                     or time.time() - auth_time > max_age:
-                return _challenge(401, "insufficient_user_authentication",
-                                  "More recent authentication is required.", **step_up)
+                return respond(401, "insufficient_user_authentication",
+                               "More recent authentication is required.", **step_up)
         g.access_token = claims
         return None

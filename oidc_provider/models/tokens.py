@@ -25,6 +25,7 @@ class RefreshToken(db.Model):
     revoked_at: Mapped[int | None] = mapped_column(Integer)
     access_jti: Mapped[str | None] = mapped_column(String(64))  # access token issued beside it
     access_exp: Mapped[int | None] = mapped_column(Integer)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))  # RFC 9449 5: a public client's key
 
     def get_scope(self) -> str:
         return self.scope

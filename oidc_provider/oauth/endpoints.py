@@ -27,6 +27,7 @@ from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
 from . import par, request_object
+from .dpop import DPoPError, metadata as dpop_metadata
 from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
 
 bp = Blueprint("oidc", __name__)
@@ -72,6 +73,7 @@ def discovery_document(op) -> dict:
         "revocation_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
+        **dpop_metadata(op.settings),
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash",
             "name", "preferred_username", "email", "email_verified", "phone_number", "phone_number_verified",
@@ -329,7 +331,7 @@ def introspect():
     if claims:
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if client.config.can_introspect or claims["client_id"] == client.client_id or client.client_id in audiences:
-            answer = {"active": True, "token_type": "Bearer", **claims}
+            answer = {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
     else:
         row = op.tokens.find_refresh_token(value)
         if row is not None and op.tokens.refresh_token_is_live(row) and (
@@ -340,6 +342,7 @@ def introspect():
                 "client_id": row.client_id, "sub": row.user_id, "scope": row.scope,
                 "exp": row.expires_at, "iat": row.issued_at,
                 **{k: v for k, v in row.auth.items() if k in ("auth_time", "acr", "amr") and v is not None},
+                **({"cnf": {"jkt": row.dpop_jkt}} if row.dpop_jkt else {}),
             }
     response = jsonify(answer)
     response.headers["Cache-Control"] = "no-store"
@@ -348,9 +351,12 @@ def introspect():
 
 # -- userinfo ----------------------------------------------------------------------------------
 
-def _bearer_error(error: str, description: str, status: int = 401):
+def _bearer_error(error: str, description: str, status: int = 401, scheme: str = "Bearer", nonce=None):
     response = oauth_error(error, description, status)
-    response.headers["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{description}"'
+    response.headers["WWW-Authenticate"] = current_op().server.dpop.challenge(
+        scheme, error=error, error_description=description)
+    if nonce:  # RFC 9449 9: use_dpop_nonce
+        response.headers["DPoP-Nonce"] = nonce
     return response
 
 
@@ -359,22 +365,28 @@ def userinfo():
     op = current_op()
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value:
+    scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower())
+    if scheme is None or not value:  # RFC 6750 3.1, RFC 9449 7.1
         response = Response(status=401)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="userinfo"'  # RFC 6750 3.1
+        response.headers["WWW-Authenticate"] = op.server.dpop.bare_challenge('Bearer realm="userinfo"')
         return response
     claims = op.tokens.verify_access_token(value.strip())
     if claims is None:
-        return _bearer_error("invalid_token", "The access token is invalid, expired or revoked.")
+        return _bearer_error("invalid_token", "The access token is invalid, expired or revoked.", scheme=scheme)
+    try:  # RFC 9449 7: a bound token only with a proof by its key
+        op.server.dpop.check_resource(claims, scheme, value.strip(), request, "/oidc/userinfo",
+                                      op.clients.get(claims.get("client_id")))
+    except DPoPError as refused:
+        return _bearer_error(refused.error, refused.description, scheme=scheme, nonce=refused.nonce)
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     scopes = set((claims.get("scope") or "").split())
     if op.settings.issuer_url not in audiences:  # RFC 6750 3.1: a token for another resource is invalid here
-        return _bearer_error("invalid_token", "The token is not for the userinfo endpoint.")
+        return _bearer_error("invalid_token", "The token is not for the userinfo endpoint.", scheme=scheme)
     if "openid" not in scopes:
-        return _bearer_error("insufficient_scope", "The token was not issued with the openid scope.", 403)
+        return _bearer_error("insufficient_scope", "The token was not issued with the openid scope.", 403, scheme)
     user = db.session.get(User, claims["sub"])
     if user is None or user.disabled:
-        return _bearer_error("invalid_token", "The user is no longer active.")
+        return _bearer_error("invalid_token", "The user is no longer active.", scheme=scheme)
     response = jsonify({"sub": user.id, **user.claims_for_scope(scopes)})
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error, OAuth2Request, grants
+from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc.jwk import KeySet
@@ -18,6 +19,7 @@ from joserfc.jwk import KeySet
 from ..authn.session import current_acr
 from ..extensions import db
 from ..models import User
+from .dpop import DPoP, DPoPExtension
 from .tokens import AuthContext, Issue, sha256_hex
 
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -44,6 +46,7 @@ class AuthorizationCode:
     code_challenge: str | None = None
     code_challenge_method: str | None = None
     resources: tuple[str, ...] = ()
+    dpop_jkt: str | None = None  # RFC 9449 10: the key the code is bound to
 
     # The accessors Authlib's grant and extensions call.
     def get_redirect_uri(self):
@@ -140,6 +143,14 @@ class _Issuing:
     def op(self):
         return self.server.op
 
+    @hooked  # DPoPExtension checks the proof right after the client is known (oauth/dpop.py)
+    def authenticate_token_endpoint_client(self):
+        return super().authenticate_token_endpoint_client()
+
+    @property
+    def dpop_jkt(self) -> str | None:
+        return getattr(self.request, "dpop_jkt", None)
+
     def token_resources(self, granted: tuple[str, ...]) -> tuple[str, ...]:
         asked = requested_resources(self.request.payload.datalist.get("resource", []), self.op.settings)
         if not asked:
@@ -171,6 +182,7 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
             code_challenge=request.payload.data.get("code_challenge"),
             code_challenge_method=request.payload.data.get("code_challenge_method"),
             resources=request.resources,
+            dpop_jkt=getattr(request, "dpop_jkt", None),
         )
 
     def query_authorization_code(self, code, client):
@@ -224,6 +236,7 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
                 family_id=code.code_hash,
                 refresh_scope=scope,
                 access_jti=code.access_jti,
+                dpop_jkt=self.dpop_jkt,
             )
         )
         # A replay that raced this exchange may have missed what we just stored: check again.
@@ -288,6 +301,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
                 family_id=row.family_id,
                 refresh_scope=row.scope,
                 refresh_expires_at=row.expires_at,
+                dpop_jkt=self.dpop_jkt,
             )
         )
 
@@ -321,6 +335,7 @@ class ClientCredentialsGrant(_Issuing, grants.ClientCredentialsGrant):
                 scope=scope,
                 auth=None,
                 resources=self.token_resources(()),
+                dpop_jkt=self.dpop_jkt,
             )
         )
 
@@ -340,7 +355,9 @@ def create_authorization_server(app, op) -> AuthorizationServer:
     server = Server(app, query_client=op.clients.get, save_token=lambda token, request: None)
     server.op = op
     server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(op.settings.issuer_url, op.store))
-    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension()])
-    server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension()])
-    server.register_grant(ClientCredentialsGrant)
+    server.dpop = DPoP(op)
+    dpop = DPoPExtension(server.dpop)
+    server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension(), dpop])
+    server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension(), dpop])
+    server.register_grant(ClientCredentialsGrant, [dpop])
     return server

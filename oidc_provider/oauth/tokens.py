@@ -61,6 +61,7 @@ class Issue:
     refresh_scope: str | None = None  # RFC 6749 6: a rotated token keeps the original scope
     refresh_expires_at: int | None = None
     access_jti: str | None = None
+    dpop_jkt: str | None = None  # RFC 9449: bind the access token (and a public client's refresh token)
 
 
 class TokenService:
@@ -101,10 +102,12 @@ class TokenService:
             claims["amr"] = spec.auth.amr
             if spec.auth.acr:
                 claims["acr"] = spec.auth.acr
+        if spec.dpop_jkt:
+            claims["cnf"] = {"jkt": spec.dpop_jkt}  # RFC 9449 6.1
         # RFC 9068 2.1: typ at+jwt, so an access token is never mistaken for an ID token
         token = {
             "access_token": self.keyring.sign(claims, "RS256", typ="at+jwt"),
-            "token_type": "Bearer",
+            "token_type": "DPoP" if spec.dpop_jkt else "Bearer",
             "expires_in": lifetime,
         }
         if spec.scope:
@@ -128,6 +131,8 @@ class TokenService:
             expires_at=spec.refresh_expires_at or now + client_lifetime,
             access_jti=access_jti,
             access_exp=access_exp,
+            # RFC 9449 5: confidential clients' refresh tokens are already bound by client authentication
+            dpop_jkt=spec.dpop_jkt if spec.client.is_public else None,
         )
         db.session.add(row)
         db.session.commit()

@@ -71,6 +71,9 @@ class ClientConfig(Strict):
     require_signed_request_object: bool = False
     # OIDC Dynamic Client Registration 2: the one alg its request objects use; None: RS256 or ES256
     request_object_signing_alg: Literal["RS256", "ES256"] | None = None
+    # RFC 9449 5.2: true: every token request must carry a DPoP proof (DPoP-bound tokens only)
+    dpop_bound_access_tokens: bool = False
+    dpop_require_nonce: bool = False  # this client's proofs need a nonce even if dpop.require_nonce is off
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

@@ -244,6 +244,20 @@ class JarSettings(Strict):
 
     enabled: bool = True  # `request=<JWT>` accepted at /oidc/auth and /oidc/par
     max_lifetime: int = Field(3600, gt=0, le=24 * 3600)  # seconds exp may lie ahead: bounds replay
+class DPoPSettings(Strict):
+    """DPoP (RFC 9449): access tokens bound to a key the client proves it holds, per request.
+    Clients opt in by sending proofs (or must: `dpop_bound_access_tokens` in clients.yaml)."""
+
+    enabled: bool = True  # off: DPoP headers are ignored, tokens are Bearer, discovery is silent
+    # proof algorithms accepted and advertised; asymmetric only (RFC 9449 4.3 step 5)
+    algorithms: list[Literal["ES256", "RS256", "PS256", "EdDSA"]] = Field(
+        ["ES256", "RS256", "PS256", "EdDSA"], min_length=1)
+    proof_max_age: int = Field(60, gt=0, le=600)  # seconds a proof's iat may lie in the past
+    clock_skew: int = Field(5, ge=0, le=60)  # seconds a proof's iat may lie in the future
+    # RFC 9449 8/9: every proof must carry a nonce we issued (answer use_dpop_nonce otherwise);
+    # clients may also ask for it alone with `dpop_require_nonce` in clients.yaml
+    require_nonce: bool = False
+    nonce_lifetime: int = Field(300, ge=10, le=3600)  # a nonce is good for this to twice this
 
 
 # Every factor id (authn/factors FACTOR_CLASSES); "email" is the magic link, "fed" an upstream.
@@ -400,6 +414,7 @@ class Settings(Strict):
     totp_recovery: TotpAndRecoveryCodes = TotpAndRecoveryCodes()  # authenticator apps, recovery codes
     par: ParSettings = ParSettings()  # pushed authorization requests: POST /oidc/par
     jar: JarSettings = JarSettings()  # signed request objects (`request` parameter)
+    dpop: DPoPSettings = DPoPSettings()  # DPoP-bound access tokens (RFC 9449)
 
     @field_validator("resources")
     @classmethod

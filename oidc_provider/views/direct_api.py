@@ -112,6 +112,8 @@ def api_client(scope: str):
     claims = _op().tokens.verify_access_token(token.strip())
     if claims is None or claims.get("sub") != claims.get("client_id"):
         raise ApiError(401, "invalid_token", "The token is invalid, expired, revoked or not a client token.")
+    if "cnf" in claims:  # RFC 9449 7.2: a DPoP-bound token is never good as a Bearer token
+        raise ApiError(401, "invalid_token", "The token is bound to a DPoP key and cannot be used as a Bearer token.")
     if scope not in (claims.get("scope") or "").split():
         raise ApiError(403, "insufficient_scope", f"The client token lacks the scope '{scope}'.")
     client = _op().clients.get(claims["client_id"])

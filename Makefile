@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean browser bench bench-compare
+.PHONY: install run test clean browser interop bench bench-compare
 
 install: $(STAMP)
 
@@ -20,8 +20,12 @@ run: install
 	$(BIN)/oidc-provider run
 
 ## test: the whole suite (PostgreSQL, Redis and browser tests skip locally without them, fail in CI)
-test: install browser
+test: install browser interop
 	$(BIN)/python -m pytest
+
+## interop: outside client libraries (npm) that the interoperability tests drive
+interop:
+	cd tests/interop && npm ci --no-audit --no-fund --silent
 
 ## browser: Debian's chromium for the browser tests (Playwright drives it; it never downloads one)
 browser:

@@ -34,6 +34,7 @@ async function main () {
 
   const pushed = await withNonceRetry(async () => oauth.processPushedAuthorizationResponse(as, client,
     await oauth.pushedAuthorizationRequest(as, client, clientAuth, new URLSearchParams({
+      response_type: 'code',
       redirect_uri: redirectUri,
       scope: 'openid profile offline_access',
       code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier),
@@ -49,10 +50,12 @@ async function main () {
 
   const { value: line } = await lines.next()
   const callback = oauth.validateAuthResponse(as, client, new URL(JSON.parse(line).callback_url), state)
-  const token = await withNonceRetry(async () => oauth.processAuthorizationCodeResponse(as, client,
-    await oauth.authorizationCodeGrantRequest(as, client, clientAuth, callback, redirectUri, codeVerifier, { DPoP, ...insecure }),
-    { expectedNonce: nonce, requireIdToken: true }))
-  await oauth.validateApplicationLevelSignature(as, token, insecure) // ID token signature against the JWKS
+  let tokenResponse
+  const token = await withNonceRetry(async () => {
+    tokenResponse = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, callback, redirectUri, codeVerifier, { DPoP, ...insecure })
+    return oauth.processAuthorizationCodeResponse(as, client, tokenResponse, { expectedNonce: nonce, requireIdToken: true })
+  })
+  await oauth.validateApplicationLevelSignature(as, tokenResponse, insecure) // the ID token's signature, against the JWKS
   const claims = oauth.getValidatedIdTokenClaims(token)
 
   const userinfo = await withNonceRetry(async () => oauth.processUserInfoResponse(as, client, claims.sub,

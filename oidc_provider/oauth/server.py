@@ -343,4 +343,8 @@ def create_authorization_server(app, op) -> AuthorizationServer:
     server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension()])
     server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension()])
     server.register_grant(ClientCredentialsGrant)
+    if op.settings.device_flow.enabled:  # RFC 8628
+        from .device import DeviceCodeGrant, OpenIDDeviceExtension
+
+        server.register_grant(DeviceCodeGrant, [OpenIDDeviceExtension()])
     return server

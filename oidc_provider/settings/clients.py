@@ -24,7 +24,8 @@ from .reloading import ReloadingFile
 log = logging.getLogger(__name__)
 
 SECRET_HASH_PREFIX = "hmac-sha256:"
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 3.4
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 
@@ -65,11 +66,21 @@ class ClientConfig(Strict):
     # MFA policy for this client's logins (config/policy.yaml); a user's own policy wins;
     # None: the global policy. Rules in config/policy.yaml take precedence over both.
     mfa_policy: Literal["never", "adaptive", "always"] | None = None
+    # Back-Channel Logout 1.0 2.2: where logout tokens are POSTed, and whether they must carry sid
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod
     def _uris(cls, values: list[str]) -> list[str]:
         return [_check_redirect_uri(uri) for uri in values]
+
+    @field_validator("backchannel_logout_uri")
+    @classmethod
+    def _backchannel_uri(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError(f"{value!r} must be an http(s) URL")
+        return value if value is None else _check_redirect_uri(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ClientConfig:

@@ -143,6 +143,27 @@ def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
     return made
 
 
+def register_clients(provider: Provider, clients: list[dict]) -> None:
+    """Add clients to a running provider's clients.yaml (as an operator would) and wait until it
+    serves them; confidential ones get a fresh secret in `provider.secrets`."""
+    import time
+
+    key = MasterSecret.load(provider.base_dir / "keys").derive("client-secret")
+    path = provider.base_dir / "clients.yaml"
+    data = json.loads(path.read_text())
+    for client in clients:
+        client = dict(client)
+        if client.get("token_endpoint_auth_method", "client_secret_basic").startswith("client_secret"):
+            provider.secrets[client["client_id"]] = secret = secrets.token_urlsafe(32)
+            client["client_secret_hash"] = hash_client_secret(secret, key)
+        data["clients"].append(client)
+    path.write_text(json.dumps(data))
+    deadline = time.monotonic() + 5
+    while not all(provider.op.clients.get(c["client_id"]) for c in clients):
+        assert time.monotonic() < deadline, f"the provider did not load the new clients: {provider.op.clients.last_error}"
+        time.sleep(0.05)
+
+
 BACKENDS = {
     "sqlite-sql": ("sqlite", "sql"),
     "postgres-redis": ("postgres", "redis"),

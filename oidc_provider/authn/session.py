@@ -92,8 +92,8 @@ class SessionService:
     - `sess-sid:{sid}`: a copy of the session kept `AFTERLIFE` seconds past its expiry, so an
       admin can end it by sid and a sweep can still notify its clients once it has expired;
       whoever *takes* this copy ends the session, so its clients are told exactly once;
-    - `sess-user:{sub}:{n}`: the sids of a user (up to `PER_USER` live ones), for "sign out
-      everywhere";
+    - `sess-user:{sub}:{n}`: the sids of a user's live sessions (up to `PER_USER`), for "sign
+      out everywhere" (expired ones are the sweep's);
     - `sess-due:{minute}` (a counter) and `sess-due:{minute}:{n}`: sids by expiry minute, read
       by `sweep`. The store has no scan, so these are written with atomic increments and adds.
     `end_hooks` are called with (session, reason) for every session that ends.
@@ -125,10 +125,13 @@ class SessionService:
 
     def _index(self, session: IdpSession) -> None:
         """Make a new session findable by its user and by its expiry minute."""
-        ttl = session.expires_at - time.time() + self.AFTERLIFE
+        ttl = session.expires_at - time.time()
         for slot in range(self.PER_USER):  # the lowest free (or expired) slot
             if self.store.add(f"sess-user:{session.sub}:{slot}", session.sid, ttl):
                 break
+        else:
+            log.warning("user %s has more than %d sessions; sign-out-everywhere misses sid %s",
+                        session.sub, self.PER_USER, session.sid)
         minute = session.expires_at // 60
         due_ttl = (minute + 1) * 60 - time.time() + self.AFTERLIFE  # the same end for all of a minute
         number = self.store.incr(f"sess-due:{minute}", due_ttl)

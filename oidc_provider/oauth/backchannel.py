@@ -186,11 +186,11 @@ class Outbox:
             except Exception:  # noqa: BLE001 - a worker must survive anything one delivery does
                 log.exception("back-channel logout to %s failed unexpectedly", job.client_id)
                 retry_in = None
+            if retry_in is not None:  # queued again before it stops counting: drain() never misses it
+                self.submit(job, retry_in)
             with self._cond:
                 self._pending -= 1
                 self._cond.notify_all()
-            if retry_in is not None:
-                self.submit(job, retry_in)
 
     def _deliver(self, job: Delivery) -> float | None:
         """One POST (spec 2.5); returns the delay before a retry, or None when done."""

@@ -151,7 +151,9 @@ class DeviceRequests:
         if result is None:
             interval = record["interval"] + SLOW_DOWN_STEP * (self.store.get(f"device-slow:{key}") or 0)
             if not self.store.add(f"device-poll:{key}", 1, interval * POLL_TOLERANCE):
+                # "for this and all subsequent requests": the longer wait starts now
                 self.store.incr(f"device-slow:{key}", 2 * self.settings.lifetime)
+                self.store.set(f"device-poll:{key}", 1, (interval + SLOW_DOWN_STEP) * POLL_TOLERANCE)
                 raise SlowDownError()
             raise AuthorizationPendingError()
         if not result["approved"]:

@@ -4,7 +4,6 @@ the provider's JWKS, never with the provider's own code."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
@@ -17,9 +16,8 @@ import requests
 import yaml
 
 from oidc_provider.models import AuditEvent
-from oidc_provider.oauth.keys import MasterSecret
-from oidc_provider.settings.clients import hash_client_secret
-from tests.conftest import BACKENDS, REDIRECT, UserAgent, run_cli, start_provider, token_request
+from oidc_provider.oauth.backchannel import outbox
+from tests.conftest import BACKENDS, REDIRECT, UserAgent, register_clients, run_cli, start_provider, token_request
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -98,25 +96,16 @@ def wait_for(predicate, timeout: float = 10.0):
     return predicate()
 
 
-def add_clients(provider, rps, extra: list[dict] | None = None) -> None:
-    """Register RPs with back-channel logout URIs in the running provider's clients.yaml."""
-    key = MasterSecret.load(provider.base_dir / "keys").derive("client-secret")
-    path = provider.base_dir / "clients.yaml"
-    data = json.loads(path.read_text())
+def add_clients(provider, rps) -> None:
+    """Relying parties with back-channel logout URIs on the loopback server."""
     base = {"redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"],
             "scopes": ["openid", "profile", "offline_access"], "first_party": True}
-    new = [
+    register_clients(provider, [{**base, **client} for client in (
         {"client_id": "rp-a", "backchannel_logout_uri": f"{rps.url}/a", "backchannel_logout_session_required": True},
         {"client_id": "rp-b", "backchannel_logout_uri": f"{rps.url}/b", "id_token_signed_response_alg": "ES256"},
         {"client_id": "rp-c", "backchannel_logout_uri": f"{rps.url}/c"},
         {"client_id": "rp-fail", "backchannel_logout_uri": f"{rps.url}/fail"},
-        *(extra or []),
-    ]
-    for client in new:
-        provider.secrets[client["client_id"]] = secret = secrets.token_urlsafe(32)
-        data["clients"].append({**base, **client, "client_secret_hash": hash_client_secret(secret, key)})
-    path.write_text(json.dumps(data))
-    assert wait_for(lambda: all(provider.op.clients.get(c["client_id"]) for c in new), 5)
+    )])
 
 
 def settings_for(port, **backchannel):
@@ -124,14 +113,18 @@ def settings_for(port, **backchannel):
                                    "sweep_interval": 0, **backchannel}}
 
 
+def share_settings_with_cli(provider) -> None:
+    """The CLI reads the running provider's settings from the base directory's provider.yaml."""
+    (provider.base_dir / "config").mkdir(exist_ok=True)
+    (provider.base_dir / "config" / "provider.yaml").write_text(
+        yaml.safe_dump(provider.op.settings.model_dump(mode="json")))
+
+
 @pytest.fixture(scope="module", params=list(BACKENDS))
 def provider(request, tmp_path_factory, rps):
     running, stop = start_provider(tmp_path_factory.mktemp("backchannel"), request.param, extra_settings=settings_for)
     add_clients(running, rps)
-    # the CLI reads the same settings from the base directory's provider.yaml
-    (running.base_dir / "config").mkdir(exist_ok=True)
-    (running.base_dir / "config" / "provider.yaml").write_text(
-        yaml.safe_dump(running.op.settings.model_dump(mode="json")))
+    share_settings_with_cli(running)
     yield running
     stop()
 
@@ -316,6 +309,7 @@ def short_sessions(tmp_path_factory, rps):
         **settings_for(port, sweep_interval=1), "lifetimes": {"session": 2}})
     add_clients(running, rps)
     yield running
+    outbox(running.app).stop()  # and the app's sweeper with it
     stop()
 
 
@@ -337,9 +331,7 @@ def test_sessions_sweep_from_the_command_line(tmp_path_factory, rps):
         **settings_for(port), "lifetimes": {"session": 1}})
     try:
         add_clients(running, rps)
-        (running.base_dir / "config").mkdir(exist_ok=True)
-        (running.base_dir / "config" / "provider.yaml").write_text(
-            yaml.safe_dump(running.op.settings.model_dump(mode="json")))
+        share_settings_with_cli(running)
         person = running.add_user()
         sign_in_to(UserAgent(running), running, person, "rp-b")
         time.sleep(1.2)

@@ -221,6 +221,13 @@ class OpenIDDeviceExtension:
 bp = Blueprint("device_authorization", __name__)
 
 
+@bp.before_request
+def _bounded_parameters():
+    from .endpoints import reject_oversized_parameters  # endpoints imports this module
+
+    return reject_oversized_parameters()
+
+
 def _error(error: OAuth2Error):
     return current_app.extensions["op"].server.handle_error_response(None, error)
 

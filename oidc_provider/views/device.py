@@ -170,9 +170,10 @@ def deny(record: dict, client, error: str = "access_denied", description: str = 
     Also what the login pages' Cancel does for a device's sign-in."""
     decided = device_requests().decide(record["device"], False)
     interactions.finish(record)
-    if decided:
-        record_audit("device.denied", user_id=record.get("sub"), client_id=client.client_id,
-                     ip=request.remote_addr, error=error, reason=description)
+    if not decided:  # expired, or already answered
+        return error_page("device_code_invalid", 400)
+    record_audit("device.denied", user_id=record.get("sub"), client_id=client.client_id,
+                 ip=request.remote_addr, error=error, reason=description)
     return render_template("device_done.html", approved=False, description=description,
-                           client_name=client.config.client_name or client.client_id), 200 if decided else 400
+                           client_name=client.config.client_name or client.client_id)
 

@@ -147,6 +147,9 @@ def test_the_device_authorization_endpoint_refuses_what_it_must(provider):
     assert bad_acr.status_code == 400 and bad_acr.json()["error"] == "invalid_request"
     bad_resource = requests.post(url, data={"client_id": "tv-app", "resource": "https://unknown.example"}, timeout=10)
     assert bad_resource.status_code == 400 and bad_resource.json()["error"] == "invalid_target"
+    too_long = requests.post(url, data={"client_id": "tv-app", "scope": "x" * 10_000}, timeout=10)
+    assert too_long.status_code == 400 and too_long.json()["error"] == "invalid_request"
+    assert requests.get(url, timeout=10).json()["error"] == "invalid_request"  # 405, in OAuth's format
 
 
 # -- whole flows ----------------------------------------------------------------------------------
@@ -174,7 +177,8 @@ def test_a_tv_signs_in_with_the_password_entered_on_a_phone(provider):
     assert info.status_code == 200 and info.json()["sub"] == person["sub"]
     refreshed = token_request(provider, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
                               client="tv-app", auth="none")
-    assert refreshed.status_code == 200 and verified_id_token(provider, refreshed.json()["id_token"], "tv-app")["amr"] == ["pwd"]
+    assert refreshed.status_code == 200, refreshed.text
+    assert verified_id_token(provider, refreshed.json()["id_token"], "tv-app")["amr"] == ["pwd"]
 
 
 def test_acr_values_mfa_runs_the_same_factor_chain_as_a_browser_login(provider, plain_smtp):

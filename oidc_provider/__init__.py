@@ -150,6 +150,10 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
 
         app.register_blueprint(dev_bp)
     csrf.exempt(oidc_bp)  # protocol endpoints authenticate clients, not browser forms
+    from .oauth import backchannel, device
+
+    backchannel.init_app(app, op)  # logout tokens when sessions end (Back-Channel Logout 1.0)
+    device.init_app(app, op)  # RFC 8628, when enabled
     register_error_handlers(app)
     register_security_headers(app, settings.issuer_url.startswith("https://"))
     return app

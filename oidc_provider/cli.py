@@ -270,6 +270,57 @@ def devices_revoke(username, device_id, all_devices):
         click.echo(f"revoked {len(chosen)} device(s) of {username}")
 
 
+# -- sessions ---------------------------------------------------------------------------
+
+@main.group()
+def sessions():
+    """IdP sessions: end them (clients get back-channel logout tokens), sweep expired ones."""
+
+
+def _deliver_logouts(app) -> None:
+    """Wait for the logout tokens this command queued (tries, timeouts and backoff are bounded)."""
+    from .oauth.backchannel import outbox
+
+    settings = app.extensions["op"].settings.backchannel_logout
+    bound = settings.attempts * settings.timeout + settings.backoff * 2 ** settings.attempts + 5
+    if not outbox(app).drain(bound):
+        click.echo("some logout tokens are still undelivered; see the audit log", err=True)
+
+
+@sessions.command("end")
+@click.argument("username")
+@click.option("--sid", help="only this session (the sid of its ID tokens)")
+def sessions_end(username, sid):
+    """Sign a user out everywhere (or of one session)."""
+    from .oauth.backchannel import end_session, logout_user
+
+    app = _app()
+    with app.app_context():
+        user = _user_or_fail(username)
+        op = app.extensions["op"]
+        if sid:
+            session = op.sessions.by_sid(sid)
+            if session is None or session.sub != user.id:
+                raise click.ClickException(f"{username} has no session {sid!r}")
+            ended = int(end_session(op, sid, "admin"))
+        else:
+            ended = logout_user(op, user.id, "admin")
+        _deliver_logouts(app)
+        click.echo(f"ended {ended} session(s) of {username}")
+
+
+@sessions.command("sweep")
+def sessions_sweep():
+    """End expired sessions and notify their clients (run it from cron if sweep_interval is 0)."""
+    from .oauth.backchannel import sweep
+
+    app = _app()
+    with app.app_context():
+        ended = sweep(app.extensions["op"])
+        _deliver_logouts(app)
+        click.echo(f"{ended} expired session(s) ended")
+
+
 # -- clients ----------------------------------------------------------------------------
 
 @main.group()

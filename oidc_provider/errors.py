@@ -16,8 +16,8 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 # Paths whose clients are programs: they get JSON errors, never pages.
-API_PATHS = ("/oidc/token", "/oidc/revoke", "/oidc/introspect", "/oidc/userinfo", "/oidc/jwks", "/.well-known/",
-             "/oidc/par", "/v1/", "/cis/v1/", "/push/devices/", "/push/challenges")
+API_PATHS = ("/oidc/token", "/oidc/device_authorization", "/oidc/revoke", "/oidc/introspect", "/oidc/userinfo",
+             "/oidc/jwks", "/.well-known/", "/oidc/par", "/v1/", "/cis/v1/", "/push/devices/", "/push/challenges")
 
 # User-facing messages, catalogued with stable ids (the interaction error family).
 MESSAGES = {
@@ -55,6 +55,9 @@ MESSAGES = {
     "webauthn_registration_failed": "The security key or passkey could not be added. Try again, and "
                                     "answer your browser's prompt when it appears.",
     "webauthn_kind": "That kind of security key or passkey cannot be added here.",
+    "device_code_invalid": "That code is not right, has expired or was already used. Check the code your "
+                           "device shows, or start again on the device.",
+    "device_code_rate_limited": "Too many codes were tried from here. Wait a while before trying again.",
 }
 
 

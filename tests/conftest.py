@@ -165,6 +165,14 @@ def add_clients(provider: Provider, *clients: dict) -> None:
         time.sleep(0.1)
 
 
+def register_clients(provider: Provider, clients: list[dict]) -> None:
+    """add_clients, with a fresh secret for each confidential client (kept in provider.secrets)."""
+    add_clients(provider, *[
+        {**client, "client_secret": secrets.token_urlsafe(32)}
+        if client.get("token_endpoint_auth_method", "client_secret_basic").startswith("client_secret") else client
+        for client in clients])
+
+
 BACKENDS = {
     "sqlite-sql": ("sqlite", "sql"),
     "postgres-redis": ("postgres", "redis"),

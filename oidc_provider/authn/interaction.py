@@ -59,24 +59,28 @@ def consent_needed(op, client, user, scope: str, prompts: set[str], record: dict
 
 # -- the record ----------------------------------------------------------------------
 
-def start(datalist: dict, client, need: str, previous: dict | None, level=None, essential: bool = False):
+def create(datalist: dict, client, **fields) -> dict:
+    """A new interaction record (saved by `start`); `fields` mark its kind, e.g. device=..."""
+    return {
+        "uid": secrets.token_urlsafe(24),
+        "params": datalist,
+        "client_id": client.client_id,
+        "created_at": time.time(),
+        "browser": secrets.token_urlsafe(24),
+        **fields,
+    }
+
+
+def start(datalist: dict, client, need: str, previous: dict | None, level=None, essential: bool = False,
+          page: str = "interaction.show"):
     """Store (or update) the interaction and send the browser to its page."""
-    if previous is not None:
-        record = previous
-    else:
-        record = {
-            "uid": secrets.token_urlsafe(24),
-            "params": datalist,
-            "client_id": client.client_id,
-            "created_at": time.time(),
-            "browser": secrets.token_urlsafe(24),
-        }
+    record = previous if previous is not None else create(datalist, client)
     record["step"] = "login" if need.startswith("login") else "consent"
     record["reason"] = need
     record["level"] = level.value if level else None  # what the login must reach (acr value)
     record["essential"] = essential
     save(record)
-    response = redirect(url_for("interaction.show", uid=record["uid"]), code=303)
+    response = redirect(url_for(page, uid=record["uid"]), code=303)
     secure = current_app.config["SESSION_COOKIE_SECURE"]
     response.set_cookie(BROWSER_COOKIE, record["browser"], httponly=True, samesite="Lax", secure=secure,
                         max_age=_lifetime(), path="/")

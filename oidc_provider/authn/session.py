@@ -8,6 +8,7 @@ ID tokens, stays the same for the life of the session and reveals nothing of the
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from .acr import achieved_acr, amr_values
 
 COOKIE = "op_session"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,9 +87,25 @@ def current_acr(op, context, now: float | None = None) -> str | None:
 
 
 class SessionService:
+    """Sessions by cookie id, plus what outlives a session for logout (Back-Channel Logout 1.0):
+
+    - `sess-sid:{sid}`: a copy of the session kept `AFTERLIFE` seconds past its expiry, so an
+      admin can end it by sid and a sweep can still notify its clients once it has expired;
+      whoever *takes* this copy ends the session, so its clients are told exactly once;
+    - `sess-user:{sub}:{n}`: the sids of a user's live sessions (up to `PER_USER`), for "sign
+      out everywhere" (expired ones are the sweep's);
+    - `sess-due:{minute}` (a counter) and `sess-due:{minute}:{n}`: sids by expiry minute, read
+      by `sweep`. The store has no scan, so these are written with atomic increments and adds.
+    `end_hooks` are called with (session, reason) for every session that ends.
+    """
+
+    AFTERLIFE = 24 * 3600  # an expired session can still be swept this long
+    PER_USER = 64  # sessions of one user that "sign out everywhere" can find
+
     def __init__(self, store, lifetime: int):
         self.store = store
         self.lifetime = lifetime
+        self.end_hooks: list = []
 
     def load(self, session_id: str | None) -> IdpSession | None:
         if not session_id or len(session_id) > 100:
@@ -103,27 +121,94 @@ class SessionService:
     def _save(self, session: IdpSession) -> None:
         ttl = session.expires_at - time.time()
         self.store.set(f"sess:{session.id}", session.to_dict(), max(ttl, 1))
+        self.store.set(f"sess-sid:{session.sid}", session.to_dict(), max(ttl, 1) + self.AFTERLIFE)
+
+    def _index(self, session: IdpSession) -> None:
+        """Make a new session findable by its user and by its expiry minute."""
+        ttl = session.expires_at - time.time()
+        for slot in range(self.PER_USER):  # the lowest free (or expired) slot
+            if self.store.add(f"sess-user:{session.sub}:{slot}", session.sid, ttl):
+                break
+        else:
+            log.warning("user %s has more than %d sessions; sign-out-everywhere misses sid %s",
+                        session.sub, self.PER_USER, session.sid)
+        minute = session.expires_at // 60
+        due_ttl = (minute + 1) * 60 - time.time() + self.AFTERLIFE  # the same end for all of a minute
+        number = self.store.incr(f"sess-due:{minute}", due_ttl)
+        self.store.set(f"sess-due:{minute}:{number}", session.sid, due_ttl)
 
     def record_factor(self, current: IdpSession | None, sub: str, use: FactorUse) -> IdpSession:
         """Add a completed factor; a different user starts a new session. Always a new id."""
         now = int(time.time())
-        if current is None or current.sub != sub:
+        if current is not None and current.sub != sub:
+            self.end(current, "replaced")  # another user signs in on this browser
+            current = None
+        if current is None:
             session = IdpSession(
                 id="", sid=secrets.token_urlsafe(16), sub=sub, created_at=now, expires_at=now + self.lifetime
             )
         else:
             session = current
-        if current is not None:
             self.store.delete(f"sess:{current.id}")
         session.id = secrets.token_urlsafe(32)
         session.factors = [f for f in session.factors if f.factor != use.factor] + [use]
         self._save(session)
+        if current is None:
+            self._index(session)
         return session
 
     def add_client(self, session: IdpSession, client_id: str) -> None:
+        """A client got a code or tokens in this session: it will be told when the session ends."""
         if client_id not in session.clients:
             session.clients.append(client_id)
             self._save(session)
 
-    def end(self, session: IdpSession) -> None:
+    def by_sid(self, sid: str) -> IdpSession | None:
+        """The session (live or expired but not yet swept) with this public id."""
+        data = self.store.get(f"sess-sid:{sid}") if sid and len(sid) <= 100 else None
+        return IdpSession.from_dict(data) if data else None
+
+    def sids_of(self, sub: str) -> list[str]:
+        found = (self.store.get(f"sess-user:{sub}:{slot}") for slot in range(self.PER_USER))
+        return list(dict.fromkeys(sid for sid in found if sid))
+
+    def end(self, session: IdpSession, reason: str = "logout") -> bool:
+        """End a session; its end hooks run once, for whoever ends it first (False: already ended)."""
         self.store.delete(f"sess:{session.id}")
+        claimed = self.store.take(f"sess-sid:{session.sid}")
+        if claimed is None:
+            return False
+        ended = IdpSession.from_dict(claimed)  # the latest copy: the id may have rotated since
+        if ended.id != session.id:
+            self.store.delete(f"sess:{ended.id}")
+        self._run_hooks(ended, reason)
+        return True
+
+    def sweep(self, now: float | None = None) -> int:
+        """End expired sessions that still have their copy (their clients are not told yet).
+        Several sweepers may run at once: `take` hands each session to one of them."""
+        now = now or time.time()
+        current = int(now // 60)
+        cursor = self.store.get("sess-due:cursor")  # every minute up to this one is swept
+        first = cursor + 1 if isinstance(cursor, int) else current - self.AFTERLIFE // 60
+        ended = 0
+        for minute in range(max(first, current - self.AFTERLIFE // 60), current + 1):
+            for number in range(1, (self.store.get(f"sess-due:{minute}") or 0) + 1):
+                sid = self.store.get(f"sess-due:{minute}:{number}")
+                data = self.store.get(f"sess-sid:{sid}") if sid else None
+                if data is None or data["expires_at"] > now:
+                    continue
+                claimed = self.store.take(f"sess-sid:{sid}")
+                if claimed is not None:
+                    self._run_hooks(IdpSession.from_dict(claimed), "expired")
+                    ended += 1
+            if (minute + 1) * 60 <= now:
+                self.store.set("sess-due:cursor", minute, self.AFTERLIFE)
+        return ended
+
+    def _run_hooks(self, session: IdpSession, reason: str) -> None:
+        for hook in self.end_hooks:
+            try:
+                hook(session, reason)
+            except Exception:  # noqa: BLE001 - a failing listener must not keep a session alive
+                log.exception("session end hook failed for sid %s", session.sid)

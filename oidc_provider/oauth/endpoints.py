@@ -13,7 +13,7 @@ import time
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Payload, OAuth2Request
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 from joserfc import jwt
 from joserfc.errors import JoseError
 
@@ -26,7 +26,7 @@ from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import error_page, oauth_error
 from ..extensions import db
 from ..models import User, record_audit
-from . import par, request_object
+from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
 from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
 
@@ -53,7 +53,7 @@ def reject_oversized_parameters():
 def discovery_document(op) -> dict:
     """Advertises exactly what works (OpenID Connect Discovery 1.0, RFC 8414)."""
     issuer = op.settings.issuer_url
-    return {
+    document = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oidc/auth",
         "token_endpoint": f"{issuer}/oidc/token",
@@ -87,6 +87,9 @@ def discovery_document(op) -> dict:
         **par.metadata(op.settings),
         **request_object.metadata(op.settings),
     }
+    for feature in (backchannel, device):  # each advertises itself only when enabled
+        feature.advertise(op, document)
+    return document
 
 
 def _cached_json(name: str, build) -> Response:
@@ -197,6 +200,8 @@ def resume(uid: str):
     record, problem = interactions.load_for_browser(uid)
     if problem:
         return error_page(problem, 400)
+    if record.get("device"):  # a device's sign-in (RFC 8628) continues on the device pages
+        return redirect(url_for("device.resume", uid=uid), code=303)
     return _authorize(record["params"], interaction=record)
 
 
@@ -437,9 +442,8 @@ def logout():
 
 def finish_logout(session, post_logout: str | None, state: str | None):
     op = current_op()
-    if session is not None:
-        op.sessions.end(session)
-        record_audit("session.ended", user_id=session.sub, ip=request.remote_addr, clients=session.clients)
+    if session is not None:  # audited, refresh tokens revoked, clients told: oauth/backchannel.py
+        op.sessions.end(session, "logout")
     if post_logout:
         response = redirect(add_params_to_uri(post_logout, [("state", state)] if state else []), code=302)
     else:

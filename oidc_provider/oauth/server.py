@@ -360,4 +360,8 @@ def create_authorization_server(app, op) -> AuthorizationServer:
     server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension(), dpop])
     server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension(), dpop])
     server.register_grant(ClientCredentialsGrant, [dpop])
+    if op.settings.device_flow.enabled:  # RFC 8628
+        from .device import DeviceCodeGrant, OpenIDDeviceExtension
+
+        server.register_grant(DeviceCodeGrant, [OpenIDDeviceExtension(), dpop])
     return server

@@ -24,7 +24,8 @@ from .reloading import ReloadingFile
 log = logging.getLogger(__name__)
 
 SECRET_HASH_PREFIX = "hmac-sha256:"
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 3.4
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 
@@ -74,11 +75,21 @@ class ClientConfig(Strict):
     # RFC 9449 5.2: true: every token request must carry a DPoP proof (DPoP-bound tokens only)
     dpop_bound_access_tokens: bool = False
     dpop_require_nonce: bool = False  # this client's proofs need a nonce even if dpop.require_nonce is off
+    # Back-Channel Logout 1.0 2.2: where logout tokens are POSTed, and whether they must carry sid
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod
     def _uris(cls, values: list[str]) -> list[str]:
         return [_check_redirect_uri(uri) for uri in values]
+
+    @field_validator("backchannel_logout_uri")
+    @classmethod
+    def _backchannel_uri(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError(f"{value!r} must be an http(s) URL")
+        return value if value is None else _check_redirect_uri(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ClientConfig:

@@ -244,6 +244,8 @@ class JarSettings(Strict):
 
     enabled: bool = True  # `request=<JWT>` accepted at /oidc/auth and /oidc/par
     max_lifetime: int = Field(3600, gt=0, le=24 * 3600)  # seconds exp may lie ahead: bounds replay
+
+
 class DPoPSettings(Strict):
     """DPoP (RFC 9449): access tokens bound to a key the client proves it holds, per request.
     Clients opt in by sending proofs (or must: `dpop_bound_access_tokens` in clients.yaml)."""
@@ -258,6 +260,31 @@ class DPoPSettings(Strict):
     # clients may also ask for it alone with `dpop_require_nonce` in clients.yaml
     require_nonce: bool = False
     nonce_lifetime: int = Field(300, ge=10, le=3600)  # a nonce is good for this to twice this
+
+
+class BackchannelLogout(Strict):
+    """OpenID Connect Back-Channel Logout 1.0: logout tokens POSTed to clients' backchannel_logout_uri."""
+
+    enabled: bool = False  # off: no logout tokens, nothing advertised in discovery
+    timeout: float = Field(5, gt=0, le=60)  # seconds per POST to a client; slow RPs never hold a logout up
+    attempts: int = Field(4, ge=1, le=10)  # tries per client before the failure is audited
+    backoff: float = Field(2, ge=0, le=300)  # seconds before the second try; doubles after each failure
+    workers: int = Field(4, ge=1, le=64)  # background threads delivering logout tokens
+    token_lifetime: int = Field(120, gt=0, le=600)  # exp - iat of a logout token (spec 2.4: short)
+    # Seconds between sweeps for expired IdP sessions (their clients get logout tokens);
+    # 0: only `oidc-provider sessions sweep` (cron) notices expiry.
+    sweep_interval: int = Field(60, ge=0)
+
+
+class DeviceFlow(Strict):
+    """The device authorization grant (RFC 8628): TVs and CLIs sign in through a browser elsewhere."""
+
+    enabled: bool = False  # off: no /oidc/device_authorization, no /device, grant not advertised
+    lifetime: int = Field(600, ge=1, le=3600)  # seconds a device_code / user_code lives (expires_in)
+    interval: int = Field(5, ge=1, le=60)  # seconds between polls; each slow_down adds 5 (RFC 8628 3.5)
+    # user codes tried from one IP address per window (RFC 8628 5.1: brute force must be bounded)
+    user_code_attempts: int = Field(20, ge=1)
+    user_code_window: int = Field(15 * 60, gt=0)  # seconds
 
 
 # Every factor id (authn/factors FACTOR_CLASSES); "email" is the magic link, "fed" an upstream.
@@ -415,6 +442,8 @@ class Settings(Strict):
     par: ParSettings = ParSettings()  # pushed authorization requests: POST /oidc/par
     jar: JarSettings = JarSettings()  # signed request objects (`request` parameter)
     dpop: DPoPSettings = DPoPSettings()  # DPoP-bound access tokens (RFC 9449)
+    backchannel_logout: BackchannelLogout = BackchannelLogout()  # logout tokens to relying parties
+    device_flow: DeviceFlow = DeviceFlow()  # RFC 8628 device authorization grant
 
     @field_validator("resources")
     @classmethod

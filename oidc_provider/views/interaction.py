@@ -196,6 +196,10 @@ def _cannot_meet(record, client, gaps):
 
 
 def _deny(record, client, error="access_denied", description="The user declined."):
+    if record.get("device"):  # a device's sign-in (RFC 8628): the device hears it on its next poll
+        from .device import deny
+
+        return deny(record, client, error, description)
     redirect_uri = _first(record, "redirect_uri") or client.get_default_redirect_uri()
     interactions.finish(record)
     if not redirect_uri or not client.check_redirect_uri(redirect_uri):

@@ -402,3 +402,26 @@ def test_a_bad_file_at_start_up_is_fatal(tmp_path):
     write(path, [web(client_secret_hash=None)])
     with pytest.raises(ConfigError, match="client_secret_hash"):
         ClientRegistry(path, KEY)
+
+
+# -- back-channel logout and the device grant -------------------------------------------
+
+def test_backchannel_logout_uri_is_an_http_url_without_a_fragment(tmp_path):
+    for bad in ("http://rp.example.com/logout", "https://rp.example.com/logout#x", "ftp://rp.example.com/x"):
+        assert_names(error_for(tmp_path, [web(backchannel_logout_uri=bad)]), "web-app", "backchannel_logout_uri")
+    path = tmp_path / "clients.yaml"
+    write(path, [web(backchannel_logout_uri="https://rp.example.com/logout?tenant=1",
+                     backchannel_logout_session_required=True)])
+    config = parse_clients(path, KEY)["web-app"].config
+    assert config.backchannel_logout_uri == "https://rp.example.com/logout?tenant=1"
+    assert config.backchannel_logout_session_required is True
+
+
+def test_a_public_device_client_needs_no_redirect_uri(tmp_path):
+    path = tmp_path / "clients.yaml"
+    write(path, [{"client_id": "tv-app", "token_endpoint_auth_method": "none",
+                  "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]}])
+    client = parse_clients(path, KEY)["tv-app"]
+    assert client.check_grant_type("urn:ietf:params:oauth:grant-type:device_code")
+    assert_names(error_for(tmp_path, [web(grant_types=["urn:ietf:params:oauth:grant-type:unknown"])]),
+                 "web-app", "grant_types")

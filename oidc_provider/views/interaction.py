@@ -196,6 +196,7 @@ def _cannot_meet(record, client, gaps):
 
 
 def _deny(record, client, error="access_denied", description="The user declined."):
+    record_audit("authorization.denied", user_id=record.get("sub"), client_id=client.client_id, ip=request.remote_addr, error=error, reason=description)
     redirect_uri = _first(record, "redirect_uri") or client.get_default_redirect_uri()
     interactions.finish(record)
     if not redirect_uri or not client.check_redirect_uri(redirect_uri):
@@ -334,6 +335,7 @@ def confirm_link(token: str):
     user = db.session.get(User, challenge_record["user_id"])
     context = {"binding": challenge_record["binding"], "challenge": challenge}
     if record is None or user is None or not verify_counted(op, factor, user, {"token": token}, context).ok:
+        record_audit("factor.failed", user_id=user.id if user else None, ip=request.remote_addr, factor=challenge_record["factor"], reason="link refused")
         return error_page("link_invalid", 400)
     record["link_confirmed"] = True
     interactions.save(record)

@@ -6,7 +6,8 @@ direct API's (openapi.py, whose helpers it shares). What it says, the code does:
 
 - Request bodies are JSON objects whose fields are all named here: an unknown field is
   refused (400), so a misspelt change is never silently ignored. POST bodies may be empty.
-- Query strings: absent and "" mean not given; none may hold U+0000.
+- Query parameters: each at most once; for text filters "" means not given; none may
+  hold U+0000.
 - Errors are `{"error", "error_description"}` and nothing else; each response lists the
   `error` values it can carry. 401 and 403 carry an RFC 6750 `WWW-Authenticate` challenge.
 - A 500 is documented because a handler exists; the fuzz tests
@@ -84,8 +85,9 @@ def document(settings) -> dict:
             "properties": {
                 "id": {"type": "string", "description": "For DELETE .../factors/{factor_id}, e.g. totp:12, "
                                                         "phone, recovery-code, device:3, fed:1."},
-                "type": {"enum": ["password", "email", "phone", "totp", "webauthn-key", "webauthn-platform",
-                                  "passkey", "push", "recovery-code", "trusted-device", "fed"]},
+                "type": {"type": "string", "description": "password, email, phone, totp, webauthn-key, "
+                                                          "webauthn-platform, passkey, push, recovery-code, "
+                                                          "trusted-device, fed."},
                 "label": {"type": "string"}, "created_at": maybe_time, "last_used_at": maybe_time,
                 "resettable": {"type": "boolean", "description": "false: the password (changed, not removed)."},
                 "detail": {"type": "object", "description": "By type: name, address, number, remaining, "

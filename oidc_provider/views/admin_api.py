@@ -112,19 +112,24 @@ def _storable(value: str) -> bool:
     return "\x00" not in value
 
 
+def _once(name: str) -> str | None:
+    values = request.args.getlist(name)
+    if len(values) > 1:  # as RFC 6749 3.1 has it for OAuth: a parameter at most once
+        raise ApiError(400, "invalid_request", f"'{name[:40]}' is included more than once.")
+    return values[0] if values else None
+
+
 def _query(name: str, limit: int) -> str | None:
-    """A query parameter; absent and "" both mean not given."""
-    value = request.args.get(name)
-    if not value:
-        return None
-    if len(value) > limit or not _storable(value):
+    """A query parameter, or None when absent; "" is returned as is (for most, not given)."""
+    value = _once(name)
+    if value is not None and (len(value) > limit or not _storable(value)):
         raise ApiError(400, "invalid_request", f"'{name}' must be at most {limit} characters, without U+0000.")
     return value
 
 
 def _limit(maximum: int, default: int = 50) -> int:
-    value = request.args.get("limit")
-    if value is None or value == "":
+    value = _once("limit")
+    if value is None:
         return default
     if not (value.isascii() and value.isdigit() and len(value) <= 4 and 1 <= int(value) <= maximum):
         raise ApiError(400, "invalid_request", f"'limit' must be a whole number from 1 to {maximum}.")
@@ -160,8 +165,8 @@ def _user(user_id: str):
 @bp.get("/users")
 def list_users():
     admin_actor(USERS_SCOPE)
-    rows, cursor = admin.find_users(_query("username", USERNAME_MAX), _query("email", EMAIL_MAX),
-                                    _limit(USERS_LIMIT_MAX), _query("cursor", USERNAME_MAX))
+    rows, cursor = admin.find_users(_query("username", USERNAME_MAX) or None, _query("email", EMAIL_MAX) or None,
+                                    _limit(USERS_LIMIT_MAX), _query("cursor", USERNAME_MAX) or None)
     return jsonify(users=[admin.summary(_op(), user) for user in rows], next_cursor=cursor)
 
 
@@ -223,7 +228,7 @@ def list_factors(user_id: str):
 def reset_all_factors(user_id: str):
     actor = admin_actor(USERS_SCOPE)
     user = _user(user_id)
-    return jsonify(admin.reset_all(_op(), user, actor, _query("reason", admin.REASON_MAX)))
+    return jsonify(admin.reset_all(_op(), user, actor, _query("reason", admin.REASON_MAX) or None))
 
 
 @bp.delete("/users/<user_id>/factors/<factor_id>")
@@ -232,7 +237,7 @@ def reset_factor(user_id: str, factor_id: str):
     user = _user(user_id)
     if len(factor_id) > FACTOR_ID_MAX:
         raise ApiError(404, "not_found", "No such factor.")
-    return jsonify(admin.reset_factor(_op(), user, factor_id, actor, _query("reason", admin.REASON_MAX)))
+    return jsonify(admin.reset_factor(_op(), user, factor_id, actor, _query("reason", admin.REASON_MAX) or None))
 
 
 # -- the audit log ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import PASSWORD, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.conftest import PASSWORD, REDIRECT, UserAgent, start_provider, token_request
 from tests.servers import text_of
 
 ADMIN_SCOPES = "admin:users admin:audit"

@@ -134,12 +134,14 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.server = create_authorization_server(app, op)
 
     from .oauth.endpoints import bp as oidc_bp
-    from .views import account, direct_api, federation, interaction, push, recovery, totp, webauthn
+    from .views import account, admin_api, direct_api, federation, interaction, push, recovery, totp, webauthn
 
     app.register_blueprint(oidc_bp)
     for view in (interaction, account, totp, recovery, webauthn, push, federation):
         app.register_blueprint(view.bp)
     app.register_blueprint(direct_api.bp)
+    app.register_blueprint(admin_api.bp)
+    csrf.exempt(admin_api.bp)  # Bearer-authenticated API calls, not browser forms
     # the Transmit guide's URLs (https://host/cis/v1/auth/...) work with only the host changed
     app.register_blueprint(direct_api.bp, url_prefix="/cis/v1/auth", name="direct_api_cis")
     for endpoint, view in list(app.view_functions.items()):

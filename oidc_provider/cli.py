@@ -6,6 +6,7 @@ import getpass
 import os
 import secrets
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -211,18 +212,146 @@ def _user_or_fail(username):
     return user
 
 
-@users.command("unlock")
-@click.argument("username")
-def users_unlock(username):
-    """End a lockout after repeated failed attempts."""
-    from .models import record_audit
+# -- administration (oidc_provider/admin.py; the admin API calls the same functions) -----------
+
+@contextmanager
+def _admin():
+    """(op, admin service) inside an app context; refusals become messages, not tracebacks."""
+    from sqlalchemy.exc import DatabaseError
+
+    from . import admin
 
     app = _app()
     with app.app_context():
-        user = _user_or_fail(username)
-        app.extensions["op"].lockout.unlock(user.id)
-        record_audit("account.unlocked", user_id=user.id, actor="cli")
+        try:
+            yield app.extensions["op"], admin
+        except admin.AdminError as exc:
+            raise click.ClickException(exc.description) from None
+        except DatabaseError:
+            raise click.ClickException("the database is not ready: run 'oidc-provider db upgrade'") from None
+
+
+REASON_OPTION = click.option("--reason", metavar="TEXT", help="why (kept in the audit log)")
+
+
+def _echo_user(user: dict) -> None:
+    lockout = user["lockout"]
+    if not lockout["locked"]:
+        locked = "no"
+    elif lockout["locked_until"] == "9999-12-31T23:59:59Z":
+        locked = "yes, until unlocked"
+    else:
+        locked = f"yes, until {lockout['locked_until']}"
+    login = user["last_login"]
+    rows = [
+        ("user", f"{user['username']} (sub {user['id']})"),
+        ("name", user["name"] or "-"),
+        ("email", f"{user['email'] or '-'}{' (verified)' if user['email_verified'] else ''}"),
+        ("phone", f"{user['phone_number'] or '-'}{' (verified)' if user['phone_number_verified'] else ''}"),
+        ("disabled", "yes" if user["disabled"] else "no"),
+        ("locked", locked),
+        ("failures", f"{lockout['failed_attempts']} in a row (locks at {lockout['max_failures']})"),
+        ("mfa policy", user["mfa_policy"] or "default (the client's, else the global policy)"),
+        ("enrollment", "required at the next sign-in" if user["mfa_enrollment_required"] else "not required"),
+        ("last login", f"{login['at']} from {login['ip'] or '-'}" if login else "-"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label + ':':12}{value}")
+
+
+@users.command("show")
+@click.argument("username")
+def users_show(username):
+    """A user's account: lockout state (failed attempts, locked until), MFA policy, enrollment."""
+    with _admin() as (op, admin):
+        _echo_user(admin.summary(op, admin.user_by_name(username)))
+
+
+@users.command("factors")
+@click.argument("username")
+def users_factors(username):
+    """What can authenticate the user, with the ids `users reset-factor` takes."""
+    with _admin() as (op, admin):
+        found = admin.factors(op, admin.user_by_name(username))
+        if not found:
+            click.echo(f"{username} has no factors")
+            return
+        click.echo(f"{'ID':22} {'ADDED':21} {'LAST USED':21} FACTOR")
+        for factor in found:
+            entry = factor.to_dict()
+            note = "" if entry["resettable"] else "   (not reset here)"
+            click.echo(f"{entry['id']:22} {entry['created_at'] or '-':21} {entry['last_used_at'] or '-':21} "
+                       f"{entry['label']}{note}")
+
+
+@users.command("reset-factor")
+@click.argument("username")
+@click.argument("factor_id", required=False, metavar="ID")
+@click.option("--all", "everything", is_flag=True,
+              help="every authenticator, recovery codes, the phone and trusted browsers "
+                   "(keeps the password, the email address and linked accounts)")
+@REASON_OPTION
+def users_reset_factor(username, factor_id, everything, reason):
+    """Remove a factor (an ID from `users factors`) or --all; the user is told by email."""
+    if bool(factor_id) == everything:
+        raise click.ClickException("name one factor ID (see 'oidc-provider users factors NAME') or use --all")
+    with _admin() as (op, admin):
+        user = admin.user_by_name(username)
+        if everything:
+            done = admin.reset_all(op, user, admin.CLI, reason)
+        else:
+            done = admin.reset_factor(op, user, factor_id, admin.CLI, reason)
+        for entry in done["removed"]:
+            click.echo(f"removed {entry['id']}: {entry['label']}")
+        if not done["removed"]:
+            click.echo(f"{username} had nothing to reset")
+        elif done["notified"]:
+            click.echo(f"{username} was told by email")
+        else:
+            click.echo(f"{username} was not told: no verified email address, or the message failed")
+
+
+@users.command("lock")
+@click.argument("username")
+@click.option("--minutes", type=click.IntRange(min=1), metavar="N", help="lock for N minutes; default: until unlocked")
+@REASON_OPTION
+def users_lock(username, minutes, reason):
+    """Lock an account: every sign-in fails until it ends or `users unlock`."""
+    with _admin() as (op, admin):
+        _echo_user(admin.lock(op, admin.user_by_name(username), minutes, admin.CLI, reason))
+
+
+@users.command("unlock")
+@click.argument("username")
+@REASON_OPTION
+def users_unlock(username, reason):
+    """End a lockout (after repeated failed attempts, or an admin's lock)."""
+    with _admin() as (op, admin):
+        admin.unlock(op, admin.user_by_name(username), admin.CLI, reason)
         click.echo(f"{username} unlocked")
+
+
+@users.command("require-enrollment")
+@click.argument("username")
+@click.option("--off", is_flag=True, help="stop requiring it")
+@REASON_OPTION
+def users_require_enrollment(username, off, reason):
+    """Make the user enroll a factor at their next sign-in."""
+    with _admin() as (op, admin):
+        admin.require_enrollment(op, admin.user_by_name(username), not off, admin.CLI, reason)
+        click.echo(f"{username}: enrollment {'not required' if off else 'required at the next sign-in'}")
+
+
+@users.command("policy")
+@click.argument("username")
+@click.argument("policy", type=click.Choice(["never", "adaptive", "always", "default"]))
+@REASON_OPTION
+def users_policy(username, policy, reason):
+    """Set a user's own MFA policy; default: the client's, else the global policy."""
+    with _admin() as (op, admin):
+        admin.set_mfa_policy(op, admin.user_by_name(username), None if policy == "default" else policy,
+                             admin.CLI, reason)
+        click.echo(f"{username}: mfa policy {policy}")
 
 
 @main.group()
@@ -568,6 +697,60 @@ def outbox(limit, to):
         for line in message.body.rstrip("\n").splitlines():
             click.echo(f"    {line}".rstrip())
         click.echo("")
+
+
+# -- audit log --------------------------------------------------------------------------
+
+@main.command()
+@click.option("--user", "user", metavar="U", help="a username, email address or sub")
+@click.option("--client", "client_id", metavar="C", help="a client id (the admin client for API actions)")
+@click.option("--event", metavar="E", help="an event name, or a prefix such as 'factor.*'")
+@click.option("--since", metavar="1h|ISO", help="a duration back (90s, 15m, 1h, 7d, 2w) or an ISO 8601 time")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000), metavar="N",
+              help="show at most N events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, every field")
+def audit(user, client_id, event, since, limit, as_json):
+    """The audit log, newest first: sign-in decisions, factors, enrollments, admin actions."""
+    import json
+
+    from .audit_query import QueryError, build_filter, event_dict, find_events
+
+    with _admin() as (op, admin):
+        user_id = None
+        if user:
+            try:
+                user_id = admin.user_by_name(user).id
+            except admin.AdminError:
+                user_id = user  # a user since deleted: match the recorded sub
+        try:
+            selected = build_filter(user_id, client_id, event, since, limit)
+        except QueryError as exc:
+            raise click.ClickException(str(exc)) from None
+        rows, _ = find_events(selected)
+        events = [event_dict(row) for row in reversed(rows)]  # oldest first: reads like a log
+        ids = {entry["user_id"] for entry in events if entry["user_id"]}
+        names = dict(_usernames(ids))
+    for entry in events:
+        if as_json:
+            click.echo(json.dumps(entry, separators=(",", ":"), default=str))
+            continue
+        who = names.get(entry["user_id"], entry["user_id"]) or "-"
+        detail = " ".join(f"{key}={json.dumps(value, separators=(',', ':'), default=str)}"
+                          for key, value in entry["detail"].items())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        click.echo(f"{entry['at']}  {entry['event']:28} {who:20} {entry['client_id'] or '-':16} "
+                   f"{entry['ip'] or '-':15} {detail}".rstrip())
+    if not events and not as_json:
+        click.echo("no matching events")
+
+
+def _usernames(user_ids: set[str]) -> list[tuple[str, str]]:
+    from .extensions import db as sqla
+    from .models import User
+
+    if not user_ids:
+        return []
+    return list(sqla.session.execute(sqla.select(User.id, User.username).where(User.id.in_(user_ids))).tuples())
 
 
 # -- MFA policy -------------------------------------------------------------------------

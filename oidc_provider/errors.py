@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 # Paths whose clients are programs: they get JSON errors, never pages.
 API_PATHS = ("/oidc/token", "/oidc/device_authorization", "/oidc/revoke", "/oidc/introspect", "/oidc/userinfo",
-             "/oidc/jwks", "/.well-known/", "/oidc/par", "/v1/", "/cis/v1/", "/push/devices/", "/push/challenges")
+             "/oidc/jwks", "/.well-known/", "/oidc/par", "/v1/", "/cis/v1/", "/push/devices/", "/push/challenges",
+             "/admin/v1/")
 
 # User-facing messages, catalogued with stable ids (the interaction error family).
 MESSAGES = {

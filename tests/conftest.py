@@ -108,7 +108,8 @@ class Provider:
 
 
 def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
-    made = {name: secrets.token_urlsafe(32) for name in ("web", "web-post", "backend", "resource-server", "api-backend")}
+    made = {name: secrets.token_urlsafe(32)
+            for name in ("web", "web-post", "backend", "resource-server", "api-backend", "admin-console")}
     clients = [
         {"client_id": "web", "client_name": "Web app", "client_secret_hash": hash_client_secret(made["web"], key),
          "redirect_uris": [REDIRECT], "post_logout_redirect_uris": ["http://127.0.0.1:9/bye"],
@@ -134,6 +135,10 @@ def write_clients(path: Path, key: bytes, client_keys: dict) -> dict[str, str]:
          "redirect_uris": ["https://domain.com/verify", REDIRECT],
          "grant_types": ["client_credentials", "authorization_code"], "first_party": True,
          "scopes": ["openid", "auth.email", "auth.sms", "auth.password"]},
+        {"client_id": "admin-console", "client_name": "Admin console",
+         "client_secret_hash": hash_client_secret(made["admin-console"], key), "redirect_uris": [REDIRECT],
+         "grant_types": ["client_credentials", "authorization_code"], "first_party": True,
+         "scopes": ["openid", "admin:users", "admin:audit"]},
         {"client_id": "backend", "client_secret_hash": hash_client_secret(made["backend"], key),
          "grant_types": ["client_credentials"], "scopes": ["orders:read", "orders:write"]},
         {"client_id": "resource-server", "client_name": "Resource server",
@@ -330,6 +335,21 @@ def run_cli(home: Path, *args: str, input: str | None = None, ok: bool = True) -
         assert result.returncode != 0, f"{args} should have failed:\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, result.stderr
     return result
+
+
+def cli_home(provider: Provider) -> Path:
+    """Make `run_cli(provider.base_dir, ...)` act on this running provider: writes its
+    database, store, keys and clients settings to the base directory's provider.yaml."""
+    import yaml
+
+    settings = provider.op.settings
+    config = {"issuer": settings.issuer_url, "database_url": settings.database_url, "keys_dir": settings.keys_dir,
+              "clients_file": settings.clients_file, "dev_mode": settings.dev_mode,
+              "store": settings.store.model_dump(mode="json"), "lockout": settings.lockout.model_dump(mode="json"),
+              "email": settings.email.model_dump(mode="json")}
+    (provider.base_dir / "config").mkdir(exist_ok=True)
+    (provider.base_dir / "config" / "provider.yaml").write_text(yaml.safe_dump(config))
+    return provider.base_dir
 
 
 def post(agent: UserAgent, page: requests.Response, action: str, fields: dict | None = None) -> requests.Response:

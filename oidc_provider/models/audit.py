@@ -1,5 +1,14 @@
+"""The audit log: one row per authentication decision and change, and one log line each.
+
+Rows are what `oidc-provider audit` and `GET /admin/v1/audit` read (audit_query.py).
+Each record also goes to the standard logger `oidc_provider.audit` as one line, its
+fields as JSON in the message and as `extra["audit"]`, so a log pipeline gets the same
+record without reading the database. Event names are listed in the README.
+"""
+
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -26,7 +35,10 @@ class AuditEvent(db.Model):
 
 
 def record_audit(event: str, *, user_id=None, client_id=None, ip=None, commit=True, **detail) -> None:
-    db.session.add(AuditEvent(event=event, user_id=user_id, client_id=client_id, ip=ip, detail=detail))
+    at = time.time()
+    db.session.add(AuditEvent(at=at, event=event, user_id=user_id, client_id=client_id, ip=ip, detail=detail))
     if commit:
         db.session.commit()
-    log.info("audit %s user=%s client=%s ip=%s %s", event, user_id, client_id, ip, detail)
+    record = {"at": round(at, 3), "event": event, "user_id": user_id, "client_id": client_id, "ip": ip,
+              "detail": detail}
+    log.info("audit %s", json.dumps(record, separators=(",", ":"), default=str), extra={"audit": record})

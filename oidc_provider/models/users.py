@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String
+from sqlalchemy import JSON, Boolean, Float, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -25,6 +25,8 @@ class User(db.Model):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(Integer, default=lambda: int(time.time()))
     mfa_policy: Mapped[str | None] = mapped_column(String(16))  # never | adaptive | always; None: client's
+    # Set by an admin (oidc_provider/admin.py): the next sign-in must enroll a factor first.
+    mfa_enrollment_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Failed factor attempts in a row, any factor (NIST SP 800-63B 5.2.2); reset by a success.
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[float | None] = mapped_column(Float)

@@ -241,6 +241,7 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
         return redirect_to_client(redirect_uri, {"error": "invalid_request", "error_description": str(exc),
                                                  "state": state})
     if asked.essential and asked.level is None:  # OIDC Core 5.5.1.1: no weaker token instead
+        record_audit("authorization.denied", user_id=user.id if user else None, client_id=client.client_id, ip=request.remote_addr, error="unmet_authentication_requirements", reason="essential acr not offered")
         return redirect_to_client(redirect_uri, {"error": "unmet_authentication_requirements", "state": state,
                                                  "error_description": "The essential acr is not offered here."})
     level = asked.level
@@ -248,6 +249,7 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
         decision = policy_decision(op, user, client)
         demanded = decision_level(op.levels, decision)
         if decision.action == "deny" or (decision.action == "require_acr" and demanded is None):
+            record_audit("authorization.denied", user_id=user.id, client_id=client.client_id, ip=request.remote_addr, error="access_denied", reason=decision.reason)
             return redirect_to_client(redirect_uri, {"error": "access_denied", "state": state,
                                                      "error_description": "Sign-in refused by policy."})
         if demanded is not None and (level is None or demanded.rank > level.rank):
@@ -260,6 +262,7 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
         if "none" in prompts:  # OIDC Core 3.1.2.6; Unmet Authentication Requirements 1.0
             error = {"login:mfa": "unmet_authentication_requirements"}.get(
                 need, "login_required" if need.startswith("login") else "consent_required")
+            record_audit("authorization.denied", user_id=user.id if user else None, client_id=client.client_id, ip=request.remote_addr, error=error, reason=need)
             return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
         response = interactions.start(datalist, client, need, interaction, level, asked.essential)
         return upstreams.direct_start(response, asked.upstream, need)  # urn:<ns>:<idp>_direct

@@ -18,7 +18,7 @@ from joserfc.jwk import KeySet
 
 from ..authn.session import current_acr
 from ..extensions import db
-from ..models import User
+from ..models import User, record_audit
 from .dpop import DPoP, DPoPExtension
 from .tokens import AuthContext, Issue, sha256_hex
 
@@ -270,6 +270,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
             return None
         if row.rotated_at is not None or row.revoked_at is not None:
             tokens.revoke_family(row.family_id)  # RFC 9700 4.14.2: reuse revokes the family
+            record_audit("token.reuse_detected", user_id=row.user_id, client_id=row.client_id, family=row.family_id)
             return None
         return row if tokens.refresh_token_is_live(row) else None
 
@@ -285,6 +286,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
         tokens = self.op.tokens
         if not tokens.claim_refresh_token(row):
             tokens.revoke_family(row.family_id)  # two concurrent uses: one is a replay
+            record_audit("token.reuse_detected", user_id=row.user_id, client_id=row.client_id, family=row.family_id)
             raise InvalidGrantError("The refresh token was already used.")
         stored = AuthContext.from_dict(row.auth)
         # a level with a max_age falls back once its factors age out, refresh or not

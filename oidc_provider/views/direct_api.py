@@ -342,6 +342,7 @@ def magic_link_confirm():
         return error_page("link_invalid", 400)
     context = {"binding": challenge_record["binding"], "challenge": challenge}
     if not verify_counted(op, factor, user, {"token": token}, context).ok:
+        record_audit("factor.failed", user_id=user.id, client_id=client.client_id, ip=request.remote_addr, factor=factor.id, reason="link refused", via="api")
         return error_page("link_invalid", 400)
     answer = _factor_done(client, user, factor, transaction)
     return redirect(answer["result"]["url"], code=303)
@@ -468,6 +469,7 @@ bp.record_once(_serve_description)
 
 def _factor_done(client, user, factor, transaction: dict) -> dict:
     """A factor succeeded: either the code, or mfa_required with what may come next."""
+    record_audit("factor.succeeded", user_id=user.id, client_id=client.client_id, ip=transaction["attributes"]["ip_address"] or request.remote_addr, factor=factor.id, via="api")
     op = _op()
     now = time.time()
     done = [FactorUse(factor=factor.id, amr=factor.amr, flow=factor.flow, at=now)]

@@ -196,6 +196,8 @@ def _cannot_meet(record, client, gaps):
 
 
 def _deny(record, client, error="access_denied", description="The user declined."):
+    record_audit("authorization.denied", user_id=record.get("sub"), client_id=client.client_id,
+                 ip=request.remote_addr, error=error, reason=description)
     if record.get("device"):  # a device's sign-in (RFC 8628): the device hears it on its next poll
         from .device import deny
 
@@ -338,6 +340,7 @@ def confirm_link(token: str):
     user = db.session.get(User, challenge_record["user_id"])
     context = {"binding": challenge_record["binding"], "challenge": challenge}
     if record is None or user is None or not verify_counted(op, factor, user, {"token": token}, context).ok:
+        record_audit("factor.failed", user_id=user.id if user else None, ip=request.remote_addr, factor=challenge_record["factor"], reason="link refused")
         return error_page("link_invalid", 400)
     record["link_confirmed"] = True
     interactions.save(record)

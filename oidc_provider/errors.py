@@ -55,6 +55,7 @@ MESSAGES = {
     "webauthn_registration_failed": "The security key or passkey could not be added. Try again, and "
                                     "answer your browser's prompt when it appears.",
     "webauthn_kind": "That kind of security key or passkey cannot be added here.",
+    "reauth_required": "For your security, confirm it is you again first: reload this page.",
 }
 
 

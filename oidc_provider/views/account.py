@@ -69,10 +69,14 @@ def step_up(session, user, back: str | None = None, json: bool = False):
     if reauth.is_fresh(op, session, user):
         return None
     if json:
-        response = jsonify(error="reauth_required", message=MESSAGES["reauth_required"])
-        response.status_code = 401
-        return response
+        return _json_error("reauth_required", 401)
     return reauth.start(op, session, user, back or request.full_path.rstrip("?"))
+
+
+def _json_error(message_id: str, status: int):
+    response = jsonify(error=message_id, message=MESSAGES[message_id])
+    response.status_code = status
+    return response
 
 
 def sensitive(back=None, json: bool = False):
@@ -85,7 +89,7 @@ def sensitive(back=None, json: bool = False):
         def wrapper(*args, **kwargs):
             session, user = signed_in()
             if user is None:
-                return error_page("signed_out", 401)
+                return _json_error("signed_out", 401) if json else error_page("signed_out", 401)
             target = url_for(back, **kwargs) if back else None
             return step_up(session, user, target, json) or view(*args, **kwargs)
 

@@ -145,7 +145,7 @@ def show():
         "account_security.html", hub=True, user=user, methods=_methods(op, user), remembered=_remembered(op, user),
         recovery={"enabled": recovery is not None, "left": left, "low": recovery is not None and recovery.is_low(left)},
         has_password=bool(user.password_hash), totp=op.factors.get("totp") is not None,
-        totp_enrolled=any(a.kind == "totp" for a in confirmed_authenticators(user.id, "totp")),
+        totp_enrolled=bool(confirmed_authenticators(user.id, "totp")),
         webauthn=any(op.factors.get(kind) for kind in KIND_IDS), push=op.factors.get("push") is not None,
         trust_enabled=op.settings.trusted_devices.enabled, can_do_mfa=reauth.can_do_mfa(op, user),
         mfa_required=reauth.mfa_required(op, user), fresh=reauth.is_fresh(op, session, user),

@@ -23,7 +23,7 @@ from tests.functional.test_totp_recovery import qr_modules
 
 FACTORS = ["password", "email-otp", "sms", "voice", "email", "totp", "recovery-code", "webauthn-key",
            "webauthn-platform", "passkey"]
-MAX_AGE = 8  # seconds a sign-in counts as fresh here, so the test can outwait it
+MAX_AGE = 12  # seconds a sign-in counts as fresh here, so the test can outwait it
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,8 @@ def test_totp_then_a_security_key_after_a_step_up_then_its_removal(provider, sit
     # A security key: the person has MFA now, so the app's code is asked for first.
     page.goto(f"{site}/account/security")
     page.get_by_role("link", name=re.compile("Add a security key")).click()
+    if page.get_by_role("heading", level=1).inner_text() == "Sign in":  # a slow machine: the password aged too
+        enter_password(page, person)
     assert page.get_by_role("heading", level=1).inner_text() == "One more step"
     page.get_by_role("button", name="Use your authenticator app").click()
     page.get_by_label("Code").fill(totp.at(time.time() + 30))  # this step's code went to the setup

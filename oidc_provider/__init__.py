@@ -65,6 +65,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .authn.devices import Devices
     from .authn.lockout import Lockout
     from .authn.otp import OneTimeSecrets
+    from .authn.reauth import WithAccountClient
     from .authn.session import SessionService
     from .delivery import Delivery
     from .errors import register_error_handlers
@@ -115,7 +116,9 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         store=store,
         keyring=keyring,
         secret=secret,
-        clients=ClientRegistry(resolve_path(base_dir, settings.clients_file), secret.derive("client-secret")),
+        # plus the provider's own account client, for step-up before account changes (authn/reauth.py)
+        clients=WithAccountClient(ClientRegistry(resolve_path(base_dir, settings.clients_file),
+                                                 secret.derive("client-secret")), settings),
         tokens=TokenService(settings, keyring, store),
         sessions=SessionService(store, settings.lifetimes.session),
         delivery=delivery,
@@ -134,10 +137,11 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.server = create_authorization_server(app, op)
 
     from .oauth.endpoints import bp as oidc_bp
-    from .views import account, admin_api, direct_api, federation, interaction, push, recovery, totp, webauthn
+    from .views import (account, account_security, admin_api, direct_api, federation, interaction, push, recovery,
+                        totp, webauthn)
 
     app.register_blueprint(oidc_bp)
-    for view in (interaction, account, totp, recovery, webauthn, push, federation):
+    for view in (interaction, account, account_security, totp, recovery, webauthn, push, federation):
         app.register_blueprint(view.bp)
     app.register_blueprint(direct_api.bp)
     app.register_blueprint(admin_api.bp)

@@ -59,6 +59,7 @@ MESSAGES = {
     "device_code_invalid": "That code is not right, has expired or was already used. Check the code your "
                            "device shows, or start again on the device.",
     "device_code_rate_limited": "Too many codes were tried from here. Wait a while before trying again.",
+    "reauth_required": "For your security, confirm it is you again first: reload this page.",
 }
 
 

@@ -135,6 +135,14 @@ class TrustedDevices(Strict):
     days: int = Field(30, gt=0, le=365)  # how long a device stays trusted
 
 
+class AccountSettings(Strict):
+    """The account's security page, "My MFA settings" (views/account_security.py)."""
+
+    # Seconds a sign-in stays fresh enough for a sensitive change (adding or removing a factor,
+    # new recovery codes, a new email or phone); older: the user signs in again first (step-up).
+    reauth_max_age: int = Field(300, ge=0, le=86400)
+
+
 class TotpAndRecoveryCodes(Strict):
     """Authenticator apps (TOTP, RFC 6238) and recovery codes: the `totp_recovery:` block."""
 
@@ -444,6 +452,7 @@ class Settings(Strict):
     dpop: DPoPSettings = DPoPSettings()  # DPoP-bound access tokens (RFC 9449)
     backchannel_logout: BackchannelLogout = BackchannelLogout()  # logout tokens to relying parties
     device_flow: DeviceFlow = DeviceFlow()  # RFC 8628 device authorization grant
+    account: AccountSettings = AccountSettings()  # My MFA settings: how fresh a sign-in must be for changes
 
     @field_validator("resources")
     @classmethod

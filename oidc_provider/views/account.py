@@ -1,24 +1,31 @@
-"""Contact points: a user proves an email address or phone number is theirs with a code.
+"""Contact points: a user proves an email address or phone number is theirs with a code;
+and what every account page shares (the signed-in user, step-up, notices).
 
 Only verified contact points serve as factors, so a typo'd or someone else's address
 can never receive sign-in codes. The pages need the IdP session of a signed-in user;
-`oidc-provider users verify` marks contact points for operators.
+`oidc-provider users verify` marks contact points for operators. A new address or number
+replaces the old one only once a code sent to it is confirmed, and only after a fresh
+sign-in (step-up, authn/reauth.py); the old address is told.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 
+from ..authn import reauth
 from ..authn.factors import Verification
 from ..authn.otp import SendRefused, mask_email, mask_phone
 from ..authn.session import COOKIE as SESSION_COOKIE
-from ..delivery import DeliveryError
+from ..delivery import EMAIL_ADDRESS, PHONE_NUMBER, DeliveryError
 from ..errors import MESSAGES, error_page
 from ..extensions import db
 from ..models import User, record_audit
 
+log = logging.getLogger(__name__)
 bp = Blueprint("account", __name__, url_prefix="/account")
 
 CHANNELS = ("email", "phone")
@@ -52,6 +59,66 @@ def when(at: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else None
 
 
+# -- step-up and notices, for every account page ------------------------------------------------
+
+def step_up(session, user, back: str | None = None, json: bool = False):
+    """None when the session is fresh enough for a sensitive change (authn/reauth.py); else the
+    answer that starts a step-up returning to `back` (default: this GET page). JSON callers get a
+    401 to show instead: a script cannot follow a sign-in."""
+    op = _op()
+    if reauth.is_fresh(op, session, user):
+        return None
+    if json:
+        return _json_error("reauth_required", 401)
+    return reauth.start(op, session, user, back or request.full_path.rstrip("?"))
+
+
+def _json_error(message_id: str, status: int):
+    response = jsonify(error=message_id, message=MESSAGES[message_id])
+    response.status_code = status
+    return response
+
+
+def sensitive(back=None, json: bool = False):
+    """A view that changes how the account signs in: a signed-in user with a fresh sign-in.
+    `back` (an endpoint, given the view's arguments; default: the page itself) is where the
+    step-up returns, for the user to do the change again."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            session, user = signed_in()
+            if user is None:
+                return _json_error("signed_out", 401) if json else error_page("signed_out", 401)
+            target = url_for(back, **kwargs) if back else None
+            return step_up(session, user, target, json) or view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def notify(user, event: str, **details) -> None:
+    """Tell the account's owner about a security change by email (templates/email/security_change,
+    whose wording is chosen by `event`). Only a confirmed address is written to; a failed
+    delivery never undoes the change."""
+    if not (user.email and user.email_verified):
+        return
+    context = {"event": event, "person": user.name or user.username, "at": when(time.time()),
+               "ip": request.remote_addr, **details}
+    try:
+        _op().delivery.send_email(user.email, "security_change", context)
+    except DeliveryError as exc:
+        log.warning("security notice %s for user %s not delivered: %s", event, user.id, exc)
+
+
+def changed(user, event: str, audit: bool = True, **details) -> None:
+    """A sensitive change was made: audited (unless the service did) and mailed to the user."""
+    if audit:
+        record_audit(event, user_id=user.id, ip=request.remote_addr, **details)
+    notify(user, event, **{key: value for key, value in details.items() if isinstance(value, (str, int))})
+
+
 def _contact(user, channel):
     """(destination, verified) of a channel."""
     if channel == "email":
@@ -64,8 +131,8 @@ def _render(user, status=200, error=None, sent=None):
     for channel in CHANNELS:
         destination, verified = _contact(user, channel)
         rows.append({"channel": channel, "destination": destination, "verified": verified})
-    return render_template("account_contact.html", rows=rows, sent=sent,
-                           error=MESSAGES[error] if error else None), status
+    return render_template("account_contact.html", rows=rows, sent=sent, error_id=error,
+                           error=MESSAGES.get(error) if error else None, done=request.args.get("done")), status
 
 
 @bp.get("/contact")
@@ -84,8 +151,33 @@ def send(channel: str):
     destination, verified = _contact(user, channel) if channel in CHANNELS else (None, True)
     if not destination or verified:
         return redirect(url_for("account.contact"), code=303)
+    return _send_code(session, user, channel, destination, "verify")
+
+
+@bp.post("/contact/<channel>/change")
+@sensitive(back="account.contact")
+def change(channel: str):
+    """A new address or number: a code goes to it; it replaces the old one once confirmed."""
+    session, user = signed_in()
+    if channel not in CHANNELS:
+        return error_page("not_found", 404)
+    value = (request.form.get("value") or "").strip()[:320]
+    value = value.lower() if channel == "email" else value.replace(" ", "")
+    if not (EMAIL_ADDRESS if channel == "email" else PHONE_NUMBER).fullmatch(value):
+        return _render(user, 400, "contact_invalid_" + channel)
+    if value == _contact(user, channel)[0]:
+        return redirect(url_for("account.contact"), code=303)
+    if channel == "email" and User.find_by_login(value) is not None:
+        # Another account has it: the same page as for a free address, and nothing is sent.
+        return _render(user, sent={"channel": channel, "to": mask_email(value), "change": True})
+    return _send_code(session, user, channel, value, "change")
+
+
+def _send_code(session, user, channel: str, destination: str, purpose: str):
+    """Send a code to `destination` to confirm it (purpose "verify": the account's own; "change":
+    a new one); rate limits and cool-downs as for sign-in codes."""
     op = _op()
-    factor = f"verify-{channel}"
+    factor = f"{purpose}-{channel}"
     try:
         op.otp.check_send_allowed(factor=factor, binding=session.sid, user_id=user.id, destination=destination,
                                   ip=request.remote_addr)
@@ -104,9 +196,9 @@ def send(channel: str):
         current_app.logger.warning("verification message failed: %s", exc)
         return _render(user, 503, "delivery_failed")
     pending = {"challenge": issued.challenge, "destination": destination}
-    op.store.set(f"verify-pending:{session.sid}:{channel}", pending, op.settings.otp.lifetime)
+    op.store.set(f"{purpose}-pending:{session.sid}:{channel}", pending, op.settings.otp.lifetime)
     shown = mask_email(destination) if channel == "email" else mask_phone(destination)
-    return _render(user, sent={"channel": channel, "to": shown})
+    return _render(user, sent={"channel": channel, "to": shown, "change": purpose == "change"})
 
 
 @bp.post("/contact/<channel>/confirm")
@@ -131,3 +223,35 @@ def confirm(channel: str):
     db.session.commit()
     record_audit("contact.verified", user_id=user.id, ip=request.remote_addr, channel=channel)
     return redirect(url_for("account.contact"), code=303)
+
+
+@bp.post("/contact/<channel>/change/confirm")
+@sensitive(back="account.contact")
+def confirm_change(channel: str):
+    session, user = signed_in()
+    if channel not in CHANNELS:
+        return error_page("not_found", 404)
+    op = _op()
+    pending = op.store.get(f"change-pending:{session.sid}:{channel}") or {}
+    result = op.otp.verify(pending.get("challenge"), factor=f"change-{channel}", binding=session.sid,
+                           user_id=user.id, secret=(request.form.get("code") or "")[:32])
+    new = pending.get("destination")
+    if result.ok and channel == "email" and User.find_by_login(new) is not None:
+        result = Verification(False, "the address belongs to another account")
+    if not result.ok:
+        record_audit("contact.change_failed", user_id=user.id, ip=request.remote_addr, channel=channel,
+                     reason=result.reason)
+        return _render(user, 401, "code_failed", sent={"channel": channel, "to": "", "change": True})
+    shown = mask_email(new) if channel == "email" else mask_phone(new)
+    old = _contact(user, channel)[0]
+    notify(user, "contact.changed", channel=channel, shown=shown)  # to the old address, while it is the one
+    if channel == "email":
+        user.email, user.email_verified = new, True
+    else:
+        user.phone_number, user.phone_number_verified = new, True
+    db.session.commit()
+    record_audit("contact.changed", user_id=user.id, ip=request.remote_addr, channel=channel,
+                 old=(mask_email(old) if channel == "email" else mask_phone(old)) if old else None, new=shown)
+    if channel == "email" and old:
+        notify(user, "contact.changed", channel=channel, shown=shown)  # and to the new one
+    return redirect(url_for("account.contact", done="changed"), code=303)

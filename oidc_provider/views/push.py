@@ -4,9 +4,12 @@ Everything here exists only when the `push` factor is enabled; the rules (single
 expiry, which device may answer) live in the factor, authn/factors/push.py.
 
 For people, on the account (the browser's signed-in user, CSRF-protected forms):
-    GET  /push/devices                      the enrolled devices, each with a Remove button
-    POST /push/devices/<device_id>/remove
+    GET  /push/devices                      the enrolled devices, each with a Remove link
+                                            (account_security's confirmation page)
+    POST /push/devices/<device_id>/remove   the same removal, for forms that post here
     GET  /push/enroll                       a QR code of a fresh enrollment URL
+Showing an enrollment code and removing a device need a fresh sign-in (account.sensitive);
+a device's enrollment and removal are mailed to the user.
 
 The device protocol (JSON; errors are {"error", "error_description"} with a 4xx status):
 
@@ -57,8 +60,9 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from markupsafe import Markup
 
 from ..authn.factors.push import PushError
-from ..extensions import csrf
-from .account import user_and_factor, when
+from ..extensions import csrf, db
+from ..models import User
+from .account import notify, sensitive, user_and_factor, when
 
 bp = Blueprint("push", __name__, url_prefix="/push")
 
@@ -92,21 +96,27 @@ def devices():
     user, factor, failure = user_and_factor("push")
     if failure:
         return failure
-    rows = [{"id": device.lookup, "name": device.name, "since": when(device.created_at),
+    rows = [{"id": device.lookup, "aid": device.id, "name": device.name, "since": when(device.created_at),
              "last_used": when(device.last_used_at)} for device in factor.devices(user.id)]
     return render_template("push_devices.html", devices=rows, removed=request.args.get("removed"))
 
 
 @bp.post("/devices/<device_id>/remove")
 def remove(device_id: str):
+    """The same as account_security.remove (by the device id the device knows)."""
+    from .account_security import remove as remove_factor
+
     user, factor, failure = user_and_factor("push")
     if failure:
         return failure
-    removed = factor.remove(user, device_id)
-    return redirect(url_for("push.devices", removed="1" if removed else None), code=303)
+    device = factor.device(device_id)
+    if device is None or device.user_id != user.id:
+        return redirect(url_for("push.devices"), code=303)
+    return remove_factor(device.id)
 
 
 @bp.get("/enroll")
+@sensitive()
 def enroll_page():
     """A fresh single-use enrollment token each time the page is shown, as a QR code."""
     user, factor, failure = user_and_factor("push")
@@ -151,6 +161,7 @@ def enroll(factor):
     body = _body()
     device = factor.enroll(body.get("token"), body.get("name"), body.get("public_key"),
                            push_token=body.get("push_token"), ip=request.remote_addr)
+    notify(db.session.get(User, device.user_id), "push.device_enrolled", name=device.name)  # audited by enroll
     return _json({"device_id": device.lookup, "name": device.name}, 201)
 
 

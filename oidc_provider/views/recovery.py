@@ -3,14 +3,14 @@
 The pages need the browser's signed-in user (account.signed_in) and exist only when the
 `recovery-code` factor is enabled. Codes are shown in the answer to the POST that made
 them and never again: only their keyed hashes are stored (authn/factors/recovery_codes.py).
+Generating and removing need a fresh sign-in (account.sensitive) and are mailed to the user.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..models import record_audit
-from .account import user_and_factor
+from .account import changed, sensitive, user_and_factor
 
 bp = Blueprint("recovery", __name__, url_prefix="/account/security/recovery-codes")
 
@@ -26,6 +26,7 @@ def show():
 
 
 @bp.post("/generate")
+@sensitive(back="recovery.show")
 def generate():
     """A new set; the old codes stop working at once."""
     user, factor, failure = user_and_factor("recovery-code")
@@ -33,16 +34,17 @@ def generate():
         return failure
     replaced = factor.remaining(user)
     codes = factor.generate(user)
-    record_audit("recovery_codes.generated", user_id=user.id, ip=request.remote_addr, count=len(codes),
-                 replaced=replaced)
+    changed(user, "recovery_codes.generated", count=len(codes), replaced=replaced)
     return render_template("recovery_codes_new.html", codes=codes, replaced=replaced)
 
 
 @bp.post("/remove")
+@sensitive(back="recovery.show")
 def remove():
     user, factor, failure = user_and_factor("recovery-code")
     if failure:
         return failure
-    if factor.remove(user):
-        record_audit("recovery_codes.removed", user_id=user.id, ip=request.remote_addr)
+    removed = factor.remove(user)
+    if removed:
+        changed(user, "recovery_codes.removed", count=removed)
     return redirect(url_for("recovery.show", done="removed"), code=303)

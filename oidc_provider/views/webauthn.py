@@ -4,6 +4,8 @@ The pages need the browser's signed-in user (account.signed_in) and exist only w
 WebAuthn factor is enabled. Registering takes two requests: `options` makes a challenge
 for this IdP session and answers the creation options as JSON; the browser's answer is
 posted with the form to `register`. The rules live in authn/factors/webauthn.py.
+Adding (the `add` page, `options`, `register`) and removing need a fresh sign-in
+(account.sensitive); renaming does not.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ..authn.factors.webauthn import (KIND_IDS, RegistrationRefused, clean_name,
 from ..errors import MESSAGES, error_page
 from ..extensions import db
 from ..models import record_audit
-from .account import signed_in, when
+from .account import changed, sensitive, signed_in, when
 
 bp = Blueprint("webauthn", __name__, url_prefix="/account/security/webauthn")
 
@@ -40,9 +42,13 @@ def _only_when_enabled():
 def _page(user, error=None, status=200):
     rows = [{"id": a.id, "name": a.name, "kind": KIND_TITLES[a.kind], "created": when(a.created_at),
              "last_used": when(a.last_used_at)} for a in user_credentials(user.id)]
-    kinds = [{"id": kind, "title": KIND_TITLES[kind]} for kind in _enabled_kinds()]
-    return render_template("webauthn_credentials.html", rows=rows, kinds=kinds,
+    return render_template("webauthn_credentials.html", rows=rows,
                            error=MESSAGES[error] if error else None), status
+
+
+def _add_page(error=None, status=200):
+    kinds = [{"id": kind, "title": KIND_TITLES[kind]} for kind in _enabled_kinds()]
+    return render_template("webauthn_add.html", kinds=kinds, error=MESSAGES[error] if error else None), status
 
 
 def _own_credential(user, credential_id: int):
@@ -58,7 +64,14 @@ def show():
     return _page(user)
 
 
+@bp.get("/add")
+@sensitive()
+def add():
+    return _add_page()
+
+
 @bp.post("/options")
+@sensitive(json=True)
 def options():
     """Creation options for navigator.credentials.create() (JSON, for webauthn.js)."""
     session, user = signed_in()
@@ -80,6 +93,7 @@ def _json_error(message_id: str, status: int):
 
 
 @bp.post("/register")
+@sensitive(back="webauthn.add")
 def register():
     session, user = signed_in()
     if user is None:
@@ -89,9 +103,9 @@ def register():
         credential = finish_registration(op, user, session.sid, (request.form.get("credential") or "")[:MAX_CREDENTIAL])
     except RegistrationRefused as refused:
         record_audit("webauthn.registration_failed", user_id=user.id, ip=request.remote_addr, reason=refused.reason)
-        return _page(user, "webauthn_registration_failed", 400)
-    record_audit("webauthn.registered", user_id=user.id, ip=request.remote_addr, factor=credential.kind,
-                 credential=credential.id, name=credential.name, aaguid=credential.data.get("aaguid"))
+        return _add_page("webauthn_registration_failed", 400)
+    changed(user, "webauthn.registered", factor=credential.kind, credential=credential.id, name=credential.name,
+            aaguid=credential.data.get("aaguid"))
     return redirect(url_for("webauthn.show"), code=303)
 
 
@@ -112,14 +126,12 @@ def rename(credential_id: int):
 
 @bp.post("/<int:credential_id>/remove")
 def remove(credential_id: int):
+    """The same as account_security.remove (kept for forms that post here)."""
+    from .account_security import remove as remove_factor
+
     _session, user = signed_in()
     if user is None:
         return error_page("signed_out", 401)
-    credential = _own_credential(user, credential_id)
-    if credential is None:
+    if _own_credential(user, credential_id) is None:
         return error_page("not_found", 404)
-    details = {"factor": credential.kind, "credential": credential.id, "name": credential.name}
-    db.session.delete(credential)
-    db.session.commit()
-    record_audit("webauthn.removed", user_id=user.id, ip=request.remote_addr, **details)
-    return redirect(url_for("webauthn.show"), code=303)
+    return remove_factor(credential_id)

@@ -101,7 +101,7 @@ def register(page, site, person, kind, name):
     """Sign in with a password, then add a credential on the account page."""
     page.goto(authorize_url(site))
     to_client(page, lambda: enter_password(page, person))
-    page.goto(f"{site}/account/security/webauthn")
+    page.goto(f"{site}/account/security/webauthn/add")
     page.locator("#webauthn-kind").select_option(kind)
     page.locator("#webauthn-name").fill(name)
     page.get_by_role("button", name="Add").click()

@@ -158,10 +158,15 @@ def test_push_is_offered_only_to_users_with_a_device(provider):
 
 def test_a_removed_device_can_no_longer_answer(provider, person):
     device = enrolled_device(provider, person)
-    account = UserAgent(provider)
-    account.sign_in(person["username"], client_id="web")
+    account, waiting = start_push(provider, person)  # removing a factor needs a fresh MFA sign-in
+    challenge = only_pending(device)
+    device.answer(challenge["id"], "approve", challenge["nonce"])
+    assert "code" in callback_params(account.go(waiting.url))
     page = account.go(f"{provider.url}/push/devices")
-    removed = account.submit(page, {})
+    remove_link = re.search(r'href="(/account/security/factors/[0-9]+/remove)"', page.text).group(1)
+    confirm = account.go(f"{provider.url}{remove_link}")
+    assert 'data-verdict="last_second_factor"' in confirm.text  # warned: the password alone is left
+    removed = account.submit(confirm, {})
     assert removed.status_code == 200 and "was removed" in removed.text and device.device_id not in removed.text
     with pytest.raises(DeviceError, match="401"):
         device.pending()

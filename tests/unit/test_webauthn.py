@@ -45,7 +45,7 @@ def signed_in(provider, person) -> UserAgent:
 
 
 def registration_options(agent, kind, name="") -> tuple[dict, str]:
-    csrf = agent.csrf(agent.go(f"{agent.provider.url}{BASE}"))
+    csrf = agent.csrf(agent.go(f"{agent.provider.url}{BASE}/add"))
     answer = agent.http.post(f"{agent.provider.url}{BASE}/options", data={"csrf_token": csrf, "kind": kind,
                                                                         "name": name}, timeout=15)
     assert answer.status_code == 200, answer.text
@@ -108,10 +108,19 @@ def last_failure(provider, person) -> str:
     return audit(provider, "factor.failed", person["sub"])[-1]["reason"]
 
 
-def with_key(provider, person, origin, kind="webauthn-key", **authenticator):
+def with_key(provider, person, origin, kind="webauthn-key", using=None, **authenticator):
+    """Register a credential; a person who already has a key (`using`) signs in with it first,
+    since adding a factor needs a fresh sign-in with the second factor too."""
     authenticator = SoftAuthenticator(origin, **authenticator)
-    register(signed_in(provider, person), authenticator, kind)
+    register(mfa_session(provider, person, using) if using else signed_in(provider, person), authenticator, kind)
     return authenticator
+
+
+def mfa_session(provider, person, key) -> UserAgent:
+    """A fresh sign-in with the password and the person's security key."""
+    agent, page = webauthn_step(provider, person, "webauthn-key", acr="mfa")
+    assert "code" in callback_params(answer(agent, page, key.get(options_of(page))))
+    return agent
 
 
 # -- the journeys ---------------------------------------------------------------------------------
@@ -196,6 +205,7 @@ def test_several_named_credentials_can_be_renamed_and_removed(provider, person, 
     agent = signed_in(provider, person)
     first, second = SoftAuthenticator(origin), SoftAuthenticator(origin)
     register(agent, first, "webauthn-key", "Work key")
+    agent = mfa_session(provider, person, first)  # the person has MFA now: adding more needs it fresh
     page = register(agent, second, "webauthn-key", "Home key")
     ids = re.findall(r'<tr data-credential="(\d+)">', page.text)
     assert len(ids) == 2 and "Work key" in page.text and "Home key" in page.text
@@ -203,7 +213,7 @@ def test_several_named_credentials_can_be_renamed_and_removed(provider, person, 
     page = agent.go(f"{provider.url}{BASE}/{ids[0]}/rename", "POST", {"csrf_token": csrf, "name": "  Office\tkey "})
     assert "Office key" in page.text and "Work key" not in page.text
     stranger = signed_in(provider, provider.add_user())
-    other_csrf = stranger.csrf(stranger.go(f"{provider.url}{BASE}"))
+    other_csrf = stranger.csrf(stranger.go(f"{provider.url}{BASE}/add"))
     assert stranger.go(f"{provider.url}{BASE}/{ids[1]}/remove", "POST", {"csrf_token": other_csrf}).status_code == 404
     page = agent.go(f"{provider.url}{BASE}/{ids[1]}/remove", "POST", {"csrf_token": csrf})
     assert "Home key" not in page.text and "Office key" in page.text
@@ -221,7 +231,7 @@ def test_the_pages_need_a_signed_in_user(provider):
                                  timeout=15)
     assert signed_out.status_code == 401 and signed_out.json()["error"] == "signed_out"
     signed = signed_in(provider, provider.add_user())
-    csrf = signed.csrf(signed.go(f"{provider.url}{BASE}"))
+    csrf = signed.csrf(signed.go(f"{provider.url}{BASE}/add"))
     bad_kind = signed.http.post(f"{provider.url}{BASE}/options", data={"csrf_token": csrf, "kind": "totp"}, timeout=15)
     assert bad_kind.status_code == 400 and bad_kind.json()["error"] == "webauthn_kind"
 
@@ -263,8 +273,8 @@ def test_a_challenge_is_used_once(provider, person, origin):
 
 def test_another_users_credential_is_refused(provider, person, origin):
     """Mallory knows Alice's password; her own key (and her own passkey) must not do for Alice's."""
-    with_key(provider, person, origin)
-    with_key(provider, person, origin, kind="passkey")
+    key = with_key(provider, person, origin)
+    with_key(provider, person, origin, kind="passkey", using=key)
     mallory = provider.add_user()
     mallory_key = with_key(provider, mallory, origin)
     agent, page = webauthn_step(provider, person, "webauthn-key")
@@ -273,7 +283,7 @@ def test_another_users_credential_is_refused(provider, person, origin):
     refused(answer(agent, page, forged))
     assert last_failure(provider, person) == "credential of another account"
 
-    mallory_passkey = with_key(provider, mallory, origin, kind="passkey")
+    mallory_passkey = with_key(provider, mallory, origin, kind="passkey", using=mallory_key)
     agent = UserAgent(provider)
     page = post(agent, agent.authorize(client_id="web"), "start", {"factor": "passkey", "login": person["username"]})
     page = answer(agent, page, mallory_passkey.get(options_of(page)))
@@ -327,10 +337,11 @@ def test_registration_is_refused_from_another_origin_and_answered_once(provider,
     options, csrf = registration_options(agent, "webauthn-key")
     response = key.create(options)
     assert finish(agent, csrf, response).status_code == 200
-    assert finish(agent, csrf, response).status_code == 400  # replayed
-    other = signed_in(provider, person)  # another session of the same person cannot finish it
+    agent = mfa_session(provider, person, key)  # the person has MFA now: changes need it fresh
+    assert finish(agent, agent.csrf(agent.go(f"{provider.url}{BASE}/add")), response).status_code == 400  # replayed
+    other = mfa_session(provider, person, key)  # another session of the same person cannot finish it
     options, csrf = registration_options(agent, "webauthn-key")
-    assert finish(other, other.csrf(other.go(f"{provider.url}{BASE}")), key.create(options)).status_code == 400
+    assert finish(other, other.csrf(other.go(f"{provider.url}{BASE}/add")), key.create(options)).status_code == 400
 
 
 def test_a_credential_id_already_registered_is_refused(provider, person, origin):

@@ -343,4 +343,9 @@ def create_authorization_server(app, op) -> AuthorizationServer:
     server.register_grant(AuthorizationCodeGrant, [S256Only(required=True), OpenIDCodeExtension()])
     server.register_grant(RefreshTokenGrant, [OpenIDRefreshExtension()])
     server.register_grant(ClientCredentialsGrant)
+    if op.settings.mfa_api.enabled:  # the password grant and Auth0's MFA grants (oauth/mfa_grants.py)
+        from .mfa_grants import GRANTS
+
+        for grant in GRANTS:
+            server.register_grant(grant)
     return server

@@ -358,7 +358,8 @@ def challenge():
     data = _body()
     op = _op()
     token = _text(data, "mfa_token", TOKEN_MAX)
-    _text(data, "client_id", CLIENT_MAX, required=not request.authorization)
+    basic = request.authorization is not None and request.authorization.type == "basic"
+    _text(data, "client_id", CLIENT_MAX, required=not basic)  # or HTTP Basic (client_secret_basic)
     _members(data, CHALLENGE_TEXT)
     types = CHALLENGE_TYPES.get(_text(data, "challenge_type", 16, required=False) or "otp oob")
     if types is None:

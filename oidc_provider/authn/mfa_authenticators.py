@@ -179,7 +179,12 @@ def find(op, user, authenticator_id) -> ApiAuthenticator | None:
 
 def has_enrolled(op, user) -> bool:
     """Auth0's "already enrolled": an active authenticator other than email (an address every
-    account has is not an enrollment)."""
+    account has is not an enrollment), or any enrolled credential the MFA API does not show
+    (security keys, passkeys): an mfa_token must never add a factor beside those."""
+    if user.phone_number and user.phone_number_verified:
+        return True
+    if confirmed_authenticators(user.id):
+        return True
     return any(found.active and found.factor != "email-otp" for found in authenticators(op, user))
 
 

@@ -485,6 +485,21 @@ def test_removing_the_last_factor_needs_a_recent_second_factor(provider):
     assert [a for a in authenticators(provider, access).json() if a["authenticator_type"] == "otp"] == []
 
 
+def test_an_mfa_token_never_adds_a_factor_beside_a_security_key(provider, person):
+    """A WebAuthn credential is not an MFA API authenticator, but it is an enrollment: someone
+    holding only the password must not enroll their own app beside it."""
+    with provider.app.app_context():
+        from oidc_provider.extensions import db
+        from oidc_provider.models import Authenticator
+
+        db.session.add(Authenticator(user_id=person["sub"], kind="webauthn-key", name="Security key",
+                                     lookup=uuid.uuid4().hex, confirmed=True, data={}))
+        db.session.commit()
+    mfa_token = mfa_required(provider, person)
+    error(associate(provider, mfa_token, authenticator_types=["otp"]), 403, "access_denied", "User is already enrolled.")
+    error(associate(provider, mfa_token, authenticator_types=["oob"], oob_channels=["auth0"]), 403, "access_denied")
+
+
 def test_an_mfa_token_cannot_delete(provider, person):
     enroll_totp(provider, person)
     mfa_token = mfa_required(provider, person)

@@ -8,7 +8,7 @@ so rate limits, try limits, single use and replay protection are theirs.
 How our factors look through Auth0's eyes:
 
     factor          authenticator_type  oob_channel  id                      what it is
-    totp            otp                 -            totp|dev_<tag>          an enrolled app (a pending one: active false)
+    totp            otp                 -            totp|dev_<tag>          an app (pending: active false)
     sms             oob                 sms          sms|dev_<tag>           the verified phone number
     voice           oob                 voice        voice|dev_<tag>         the same number, called
     email-otp       oob                 email        email|dev_<tag>         the verified primary email address
@@ -299,7 +299,8 @@ def confirm_totp(op, holder: Holder, enrollment: dict, code: str) -> Verificatio
 
     def check() -> Verification:
         pending = totp.pending(user)
-        if pending is None or pending.id != enrollment.get("totp") or pending.created_at != enrollment.get("created_at"):
+        started = (enrollment.get("totp"), enrollment.get("created_at"))
+        if pending is None or (pending.id, pending.created_at) != started:
             return Verification(False, "no pending authenticator app for this holder")
         return totp.confirm_enrollment(user, pending, code)
 

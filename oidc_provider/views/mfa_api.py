@@ -397,7 +397,8 @@ def _send_challenge(holder, client, chosen) -> dict:
     op, user = _op(), holder.user
     factor = op.factors.get(chosen.factor)
     binding = f"mfa:{holder.key}"
-    context = {"binding": binding, "ip": request.remote_addr, "client_name": client.config.client_name or client.client_id}
+    context = {"binding": binding, "ip": request.remote_addr,
+               "client_name": client.config.client_name or client.client_id}
     try:
         begun = factor.begin(user, context)
     except SendRefused as refused:

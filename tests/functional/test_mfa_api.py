@@ -234,6 +234,25 @@ def test_without_an_mfa_policy_the_password_grant_issues_tokens(provider, person
     error(unknown_realm, 400, "invalid_request")
 
 
+def test_the_policy_rules_of_the_browser_sign_in_apply(provider):
+    """Rules take part as in the browser sign-in: deny, require_mfa, or a level (phr) that only
+    WebAuthn reaches, which the MFA API cannot offer."""
+    path = provider.base_dir / "config" / "policy.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"rules": [
+        {"name": "blocked", "if": {"groups": ["blocked"]}, "then": "deny"},
+        {"name": "staff", "if": {"groups": ["staff"]}, "then": "require_mfa"},
+        {"name": "admins", "if": {"groups": ["admins"]}, "then": {"require_acr": "phr"}},
+    ]}))
+    provider.op.policy.CHECK_INTERVAL = 0
+    assert [rule.name for rule in provider.op.policy.value.rules] == ["blocked", "staff", "admins"]
+    blocked, staff, admin = (provider.add_user(email_verified=True, groups=[group])
+                             for group in ("blocked", "staff", "admins"))
+    error(password(provider, blocked, client="ropc-plain"), 403, "access_denied", "Sign-in refused by policy.")
+    mfa_required(provider, staff, client="ropc-plain")  # the client has no MFA policy; the rule asks
+    error(password(provider, admin, client="ropc-plain"), 403, "access_denied")
+
+
 # -- TOTP ------------------------------------------------------------------------------------------------
 
 def test_totp_enrollment_and_sign_in_through_the_mfa_api(provider, person):
@@ -263,7 +282,8 @@ def test_totp_enrollment_and_sign_in_through_the_mfa_api(provider, person):
     mfa_token = mfa_required(provider, person)
     otp = [a for a in authenticators(provider, mfa_token).json() if a["authenticator_type"] == "otp"]
     assert len(otp) == 1 and otp[0]["active"] is True and otp[0]["id"].startswith("totp|dev_")
-    error(associate(provider, mfa_token, authenticator_types=["otp"]), 403, "access_denied", "User is already enrolled.")
+    error(associate(provider, mfa_token, authenticator_types=["otp"]), 403, "access_denied",
+          "User is already enrolled.")
     asked = challenge(provider, mfa_token, challenge_type="otp", authenticator_id=otp[0]["id"])
     assert asked.status_code == 200 and asked.json() == {"challenge_type": "otp"}, asked.text
     again = token(provider, AUTH0 + "mfa-otp", mfa_token=mfa_token, otp=next_code(app))
@@ -496,7 +516,8 @@ def test_an_mfa_token_never_adds_a_factor_beside_a_security_key(provider, person
                                      lookup=uuid.uuid4().hex, confirmed=True, data={}))
         db.session.commit()
     mfa_token = mfa_required(provider, person)
-    error(associate(provider, mfa_token, authenticator_types=["otp"]), 403, "access_denied", "User is already enrolled.")
+    error(associate(provider, mfa_token, authenticator_types=["otp"]), 403, "access_denied",
+          "User is already enrolled.")
     error(associate(provider, mfa_token, authenticator_types=["oob"], oob_channels=["auth0"]), 403, "access_denied")
 
 

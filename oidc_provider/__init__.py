@@ -148,6 +148,11 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     csrf.exempt(admin_api.bp)  # Bearer-authenticated API calls, not browser forms
     # the Transmit guide's URLs (https://host/cis/v1/auth/...) work with only the host changed
     app.register_blueprint(direct_api.bp, url_prefix="/cis/v1/auth", name="direct_api_cis")
+    if settings.mfa_api.enabled:  # Auth0's MFA API and its /oauth/token path (views/mfa_api.py)
+        from .views import mfa_api
+
+        app.register_blueprint(mfa_api.bp)
+        csrf.exempt(mfa_api.bp)  # Bearer- and client-authenticated API calls, not browser forms
     for endpoint, view in list(app.view_functions.items()):
         if endpoint.startswith("direct_api"):  # Bearer-authenticated API calls, not browser forms
             csrf.exempt(view)

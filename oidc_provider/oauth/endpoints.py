@@ -65,7 +65,8 @@ def discovery_document(op) -> dict:
         "scopes_supported": op.settings.scopes_supported,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  *(mfa_grant_types() if op.settings.mfa_api.enabled else ())],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
@@ -90,6 +91,13 @@ def discovery_document(op) -> dict:
     for feature in (backchannel, device):  # each advertises itself only when enabled
         feature.advertise(op, document)
     return document
+
+
+def mfa_grant_types() -> tuple[str, ...]:
+    """password, password-realm and the MFA grants, under Auth0's URNs and ours (mfa_grants.py)."""
+    from .mfa_grants import GRANT_TYPES
+
+    return GRANT_TYPES
 
 
 def _cached_json(name: str, build) -> Response:

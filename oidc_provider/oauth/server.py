@@ -366,4 +366,9 @@ def create_authorization_server(app, op) -> AuthorizationServer:
         from .device import DeviceCodeGrant, OpenIDDeviceExtension
 
         server.register_grant(DeviceCodeGrant, [OpenIDDeviceExtension(), dpop])
+    if op.settings.mfa_api.enabled:  # the password grant and Auth0's MFA grants (oauth/mfa_grants.py)
+        from .mfa_grants import GRANTS
+
+        for grant in GRANTS:
+            server.register_grant(grant)
     return server

@@ -25,7 +25,20 @@ log = logging.getLogger(__name__)
 
 SECRET_HASH_PREFIX = "hmac-sha256:"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 3.4
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT]
+# The MFA API's grants (oauth/mfa_grants.py): Auth0's URNs and this provider's own, either
+# spelling enabling the same grant. `password` also enables Auth0's password-realm grant.
+AUTH0_GRANT = "http://auth0.com/oauth/grant-type/"
+OWN_GRANT = "urn:oidc-provider:params:oauth:grant-type:"
+PASSWORD_REALM = AUTH0_GRANT + "password-realm"
+MFA_GRANTS = {name: (AUTH0_GRANT + name, OWN_GRANT + name) for name in ("mfa-otp", "mfa-oob", "mfa-recovery-code")}
+GrantType = Literal[
+    "authorization_code", "refresh_token", "client_credentials", "password",
+    "http://auth0.com/oauth/grant-type/password-realm",
+    "http://auth0.com/oauth/grant-type/mfa-otp", "http://auth0.com/oauth/grant-type/mfa-oob",
+    "http://auth0.com/oauth/grant-type/mfa-recovery-code",
+    "urn:oidc-provider:params:oauth:grant-type:mfa-otp", "urn:oidc-provider:params:oauth:grant-type:mfa-oob",
+    "urn:oidc-provider:params:oauth:grant-type:mfa-recovery-code", DEVICE_CODE_GRANT,
+]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 

@@ -295,6 +295,21 @@ class DeviceFlow(Strict):
     user_code_window: int = Field(15 * 60, gt=0)  # seconds
 
 
+class MfaApiSettings(Strict):
+    """The MFA API compatible with Auth0's (`/mfa/*`, `mfa_required` and the MFA grants)."""
+
+    enabled: bool = True  # routes, grants and the <issuer>/mfa/ resource exist only when enabled
+    mfa_token_lifetime: int = Field(600, gt=0, le=3600)  # seconds an mfa_token lives (Auth0: 10 minutes)
+    max_attempts: int = Field(5, gt=0, le=20)  # wrong answers one mfa_token takes before it is dead
+    # Deleting an authenticator, or adding one to a user who has one, with an access token needs
+    # a recent second factor: amr holding mfa and auth_time at most this many seconds ago.
+    reauth_max_age: int = Field(300, gt=0, le=3600)
+    access_token_lifetime: int = Field(600, gt=0)  # tokens for <issuer>/mfa/ (Auth0: 10 minutes)
+    # `realm` values of the password-realm grant that name this provider's user database
+    # (Auth0's default database connection is Username-Password-Authentication).
+    realms: list[str] = Field(["Username-Password-Authentication"], min_length=1)
+
+
 # Every factor id (authn/factors FACTOR_CLASSES); "email" is the magic link, "fed" an upstream.
 FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email", "totp", "recovery-code",
               "webauthn-key", "webauthn-platform", "passkey", "push", "fed")
@@ -453,6 +468,7 @@ class Settings(Strict):
     backchannel_logout: BackchannelLogout = BackchannelLogout()  # logout tokens to relying parties
     device_flow: DeviceFlow = DeviceFlow()  # RFC 8628 device authorization grant
     account: AccountSettings = AccountSettings()  # My MFA settings: how fresh a sign-in must be for changes
+    mfa_api: MfaApiSettings = MfaApiSettings()  # the Auth0-compatible MFA API and password grant
 
     @field_validator("resources")
     @classmethod
@@ -523,4 +539,21 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         raise ConfigError(format_validation_error(str(path or "settings"), exc)) from None
     if settings.store.backend == "redis" and not settings.store.redis_url:
         raise ConfigError(f"{path}: field 'store.redis_url': required when store.backend is redis")
-    return settings
+    return with_mfa_resource(settings)
+
+
+MFA_API_SCOPES = ("enroll", "read:authenticators", "remove:authenticators")  # Auth0's MFA API scopes
+
+
+def mfa_resource(settings: Settings) -> str:
+    """The MFA API's audience, as Auth0's https://<domain>/mfa/."""
+    return f"{settings.issuer_url}/mfa/"
+
+
+def with_mfa_resource(settings: Settings) -> Settings:
+    """The MFA API is a resource of its own, registered by default (unless configured already)."""
+    uri = mfa_resource(settings)
+    if not settings.mfa_api.enabled or uri in settings.resources:
+        return settings
+    resource = Resource(access_token_lifetime=settings.mfa_api.access_token_lifetime, scopes=list(MFA_API_SCOPES))
+    return settings.model_copy(update={"resources": {**settings.resources, uri: resource}})

@@ -214,7 +214,9 @@ def test_logout_to_an_unregistered_address_is_refused(provider, target, agent):
 def test_discovery_advertises_what_works(provider):
     config = provider.discovery()
     assert config["code_challenge_methods_supported"] == ["S256"]
-    assert set(config["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert {"authorization_code", "refresh_token", "client_credentials", "password"} <= set(
+        config["grant_types_supported"])  # and the MFA API's grants (test_mfa_api.py)
+    assert "implicit" not in config["grant_types_supported"]
     assert "private_key_jwt" in config["token_endpoint_auth_methods_supported"]
     assert config["request_parameter_supported"] is True  # signed request objects (test_jar.py)
     for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",

@@ -173,7 +173,7 @@ def test_unknown_field(tmp_path):
 
 
 def test_unknown_grant_type(tmp_path):
-    message = error_for(tmp_path, [web(grant_types=["authorization_code", "password"])])
+    message = error_for(tmp_path, [web(grant_types=["authorization_code", "implicit"])])
     assert_names(message, "web-app", "grant_types")
 
 

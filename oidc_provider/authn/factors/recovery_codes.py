@@ -111,17 +111,34 @@ class RecoveryCodeFactor:
     def is_low(self, left: int) -> bool:
         return left <= self.settings.recovery_codes_low
 
-    def generate(self, user) -> list[str]:
-        """A new set replacing the old one (same transaction); the codes as shown, never again."""
+    def generate(self, user, confirmed: bool = True) -> list[str]:
+        """A new set replacing the old one (same transaction); the codes as shown, never again.
+        An unconfirmed set (the MFA API's first enrollment) works only once `confirm_pending`."""
         codes = [new_code() for _ in range(self.settings.recovery_codes)]
         now = time.time()
         db.session.execute(db.delete(Authenticator).where(
             Authenticator.user_id == user.id, Authenticator.kind == self.id))
         db.session.add_all(Authenticator(user_id=user.id, kind=self.id, name="Recovery code", secret=None, data={},
-                                         lookup=self._lookup(user.id, code), confirmed=True, created_at=now)
+                                         lookup=self._lookup(user.id, code), confirmed=confirmed, created_at=now)
                            for code in codes)
         db.session.commit()
         return [shown(code) for code in codes]
+
+    def confirm_pending(self, user) -> int:
+        """An unconfirmed set becomes the user's set (its enrollment was confirmed)."""
+        confirmed = db.session.execute(db.update(Authenticator).where(
+            Authenticator.user_id == user.id, Authenticator.kind == self.id, Authenticator.confirmed.is_(False),
+        ).values(confirmed=True).execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        return confirmed
+
+    def add_one(self, user) -> str:
+        """One new code beside the others, shown once: the MFA API hands one back for each used."""
+        code = new_code()
+        db.session.add(Authenticator(user_id=user.id, kind=self.id, name="Recovery code", secret=None, data={},
+                                     lookup=self._lookup(user.id, code), confirmed=True, created_at=time.time()))
+        db.session.commit()
+        return shown(code)
 
     def remove(self, user) -> int:
         removed = db.session.execute(db.delete(Authenticator).where(

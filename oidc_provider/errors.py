@@ -55,6 +55,19 @@ MESSAGES = {
     "webauthn_registration_failed": "The security key or passkey could not be added. Try again, and "
                                     "answer your browser's prompt when it appears.",
     "webauthn_kind": "That kind of security key or passkey cannot be added here.",
+    "reset_link_invalid": "This password reset link has expired or was already used. Ask for a new one on the "
+                          "sign-in page.",
+    "reset_other_browser": "Open this link in the browser where you asked to reset your password. "
+                           "Nothing has been changed.",
+    "reset_locked": "This account is locked for now after too many failed attempts, and its password cannot be "
+                    "reset until the lock ends. Try again later.",
+    "password_length": "Choose a password of at least 8 characters (and at most 1024).",
+    "password_mismatch": "The two passwords are not the same. Type the new password twice.",
+    "password_changed": "Your password has been changed and every device signed in to your account has been "
+                        "signed out. Sign in with your new password.",
+    "enrollment_refused": "That method cannot be set up now. Choose one of those offered, or start again.",
+    "phone_invalid": "Enter the number in international format: + and the country code, e.g. +14155550100.",
+    "phone_unusable": "That number cannot be used. Enter another one.",
 }
 
 

@@ -180,8 +180,9 @@ def begin(record, client):
     record["enroll"] = {"user_id": found.user.id, "factor": kind}
     if kind == "totp":
         steps._op().factors.get("totp").start_enrollment(found.user)
-    interactions.save(record)
-    return _show(record)
+    response = _show(record)
+    interactions.extend(record, steps._op().settings.lifetimes.interaction, response)  # time to set it up
+    return response
 
 
 @bp.post("/interaction/<uid>/enroll/restart")

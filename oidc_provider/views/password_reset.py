@@ -71,8 +71,9 @@ def render(record, client, error=None, status=200):
     user = _user(record)
     if user is None:
         return error_page("reset_link_invalid", 400)
-    if reset["state"] == "verify":
-        return steps._page("reset_verify.html", record, client, status, error, choices=_choices(user))
+    choices = _choices(user) if reset["state"] == "verify" else []
+    if choices:  # (a factor removed since the link leaves none: then the password comes next)
+        return steps._page("reset_verify.html", record, client, status, error, choices=choices)
     return steps._page("reset_password.html", record, client, status, error, username=user.username)
 
 
@@ -235,7 +236,7 @@ def factor_passed(record, client, user, factor):
 @steps.interaction_view
 def set_password(record, client):
     reset = record.get("reset") or {}
-    if reset.get("state") != "password":
+    if reset.get("state") not in ("verify", "password"):  # the link was not followed in this login
         return redirect(url_for("interaction.show", uid=record["uid"]), code=303)
     op = steps._op()
     user = _user(record)

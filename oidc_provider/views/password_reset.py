@@ -20,6 +20,7 @@ locked account cannot be reset until the lock ends, and no step of a reset unloc
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 
 from flask import current_app, redirect, render_template, request, url_for
@@ -197,7 +198,11 @@ def reset_link_confirm(token: str):
         return error_page("reset_link_invalid", 400)
     second = [factor.id for factor in _choices(user)]
     record.pop("pending", None)
-    record["reset"] = {"state": "verify" if second else "password", "user_id": user.id, "factors": []}
+    # the right to set the password once: taken atomically, so two submits cannot both apply
+    ticket = secrets.token_urlsafe(16)
+    op.store.set(f"password-reset:{ticket}", user.id, op.settings.lifetimes.interaction + 3600)
+    record["reset"] = {"state": "verify" if second else "password", "user_id": user.id, "factors": [],
+                       "ticket": ticket}
     record_audit("password_reset.link_followed", user_id=user.id, client_id=record["client_id"],
                  ip=request.remote_addr, second_factors=second)
     response = redirect(url_for("interaction.show", uid=record["uid"]), code=303)
@@ -253,6 +258,8 @@ def set_password(record, client):
         return render(record, client, "password_length", 400)
     if password != (request.form.get("repeat") or ""):
         return render(record, client, "password_mismatch", 400)
+    if op.store.take(f"password-reset:{reset.get('ticket')}") != user.id:
+        return error_page("reset_link_invalid", 400)  # applied already (a concurrent submit)
     user.password_hash = hash_password(password)
     db.session.commit()
     ended = end_sign_ins(op, user)

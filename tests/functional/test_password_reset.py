@@ -341,3 +341,26 @@ def test_the_reset_pages_are_off_when_disabled(tmp_path_factory, plain_smtp, gat
         assert agent.go(f"{running.url}/password-reset/anything").status_code == 404
     finally:
         stop()
+
+
+def test_two_submits_at_once_apply_the_password_once(provider, person, plain_smtp):
+    import threading
+
+    agent = UserAgent(provider)
+    ask_reset(agent, person["username"])
+    page = follow(agent, reset_link(plain_smtp, address(person)))
+    url = f"{provider.url}/interaction/{uid(page)}/reset/password"
+    answers = []
+
+    def submit(password):
+        answers.append(agent.http.post(url, data={"csrf_token": agent.csrf(page), "password": password,
+                                                   "repeat": password}, allow_redirects=False, timeout=15))
+
+    threads = [threading.Thread(target=submit, args=(f"{NEW_PASSWORD} {n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 2 and all(answer.status_code in (303, 400) for answer in answers)
+    assert len(audit(provider, "password.reset", person["sub"])) == 1
+    assert len(mails(plain_smtp, address(person), "Your password was changed")) == 1

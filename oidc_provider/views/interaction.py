@@ -336,10 +336,18 @@ def verify(record, client):
     return _complete(record, client, user, factor)
 
 
+def _find_link(token: str):
+    """(challenge, its record) of a live sign-in link; a code or another kind's link is not one."""
+    op = _op()
+    found = op.otp.find_by_link(token)
+    factor = op.factors.get(found[1]["factor"]) if found else None
+    return found if factor is not None and factor.kind == "link" else None
+
+
 @bp.get("/interaction/link/<token>")
 def link(token: str):
     """A GET only shows a button: mail scanners that fetch links must not use them up."""
-    if _op().otp.find_by_link(token) is None:
+    if _find_link(token) is None:
         return error_page("link_invalid", 400)
     return render_template("link_confirm.html", token=token,
                            action=url_for("interaction.confirm_link", token=token))
@@ -348,7 +356,7 @@ def link(token: str):
 @bp.post("/interaction/link/<token>")
 def confirm_link(token: str):
     op = _op()
-    found = op.otp.find_by_link(token)
+    found = _find_link(token)
     if found is None:
         return error_page("link_invalid", 400)
     challenge, challenge_record = found

@@ -364,3 +364,14 @@ def test_two_submits_at_once_apply_the_password_once(provider, person, plain_smt
     assert len(answers) == 2 and all(answer.status_code in (303, 400) for answer in answers)
     assert len(audit(provider, "password.reset", person["sub"])) == 1
     assert len(mails(plain_smtp, address(person), "Your password was changed")) == 1
+
+
+def test_a_reset_link_is_no_sign_in_link(provider, person, plain_smtp):
+    agent = UserAgent(provider)
+    sent = ask_reset(agent, person["username"])
+    token = reset_link(plain_smtp, address(person)).rsplit("/", 1)[1]
+    as_sign_in = agent.go(f"{provider.url}/interaction/link/{token}")
+    assert as_sign_in.status_code == 400 and "expired or was already used" in as_sign_in.text
+    posted = agent.go(f"{provider.url}/interaction/link/{token}", "POST", {"csrf_token": agent.csrf(sent)})
+    assert posted.status_code == 400 and "expired or was already used" in posted.text
+    assert "Choose a new password" in follow(agent, reset_link(plain_smtp, address(person))).text

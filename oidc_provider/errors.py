@@ -60,6 +60,19 @@ MESSAGES = {
                            "device shows, or start again on the device.",
     "device_code_rate_limited": "Too many codes were tried from here. Wait a while before trying again.",
     "reauth_required": "For your security, confirm it is you again first: reload this page.",
+    "reset_link_invalid": "This password reset link has expired or was already used. Ask for a new one on the "
+                          "sign-in page.",
+    "reset_other_browser": "Open this link in the browser where you asked to reset your password. "
+                           "Nothing has been changed.",
+    "reset_locked": "This account is locked for now after too many failed attempts, and its password cannot be "
+                    "reset until the lock ends. Try again later.",
+    "password_length": "Choose a password of at least 8 characters (and at most 1024).",
+    "password_mismatch": "The two passwords are not the same. Type the new password twice.",
+    "password_changed": "Your password has been changed and every device signed in to your account has been "
+                        "signed out. Sign in with your new password.",
+    "enrollment_refused": "That method cannot be set up now. Choose one of those offered, or start again.",
+    "phone_invalid": "Enter the number in international format: + and the country code, e.g. +14155550100.",
+    "phone_unusable": "That number cannot be used. Enter another one.",
 }
 
 

@@ -12,6 +12,7 @@ from .acr import Level, counting_factors, level_met
 from .session import FactorUse
 
 CONTACT_FLOWS = frozenset({"email", "phone"})
+KNOWLEDGE_FLOW = "knowledge"  # the password
 
 
 def usable_factors(factors: list[FactorUse], prompts: set[str], max_age: int | None,
@@ -74,3 +75,43 @@ def next_choices(level: Level, available: list, usable: list[FactorUse], user, n
     if gaps:
         choices = [factor for factor in choices if factor.flow not in CONTACT_FLOWS]
     return choices, gaps
+
+
+# -- second factors: enrollment at login and password reset ---------------------------------
+
+def has_second_factor(user, available: list, done: list[FactorUse]) -> bool:
+    """Whether the user has a factor that could follow what was done: one of another flow, not an
+    upstream (it has its own buttons), email/phone only when the user meets the contact rule."""
+    done_flows = {use.flow for use in done}
+    gaps = contact_gaps(user)
+    return any(factor.flow not in done_flows and factor.kind != "upstream"
+               and not (gaps and factor.flow in CONTACT_FLOWS) for factor in available)
+
+
+def needs_enrollment(user, available: list, done: list[FactorUse], mfa_needed: bool) -> bool:
+    """Whether this login should walk the user through setting up a second factor: when MFA is
+    needed or an admin asked for it (`mfa_enrollment_required`), and never while the user has a
+    factor that could follow the one done (enrolling would then go around that factor)."""
+    if has_second_factor(user, available, done):
+        return False
+    return mfa_needed or bool(user.mfa_enrollment_required)
+
+
+def enrollable(level: Level, candidates: list, done: list[FactorUse], user, now: float) -> list:
+    """The candidate factors whose setup (which ends with a use of the factor) would bring this
+    login to the level; email/phone ones only for a user with a primary email (contact rule)."""
+    chosen = []
+    for factor in candidates:
+        if factor.flow in CONTACT_FLOWS and not user.email:
+            continue
+        trial = [*done, FactorUse(factor=factor.id, amr=factor.amr, flow=factor.flow, at=now)]
+        if level_met(level, trial, now):
+            chosen.append(factor)
+    return chosen
+
+
+def reset_factors(available: list) -> list:
+    """The factors a password reset must also pass besides the emailed link: anything outside the
+    email flow and the password itself (an upstream sign-in has its own pages, so it is left out)."""
+    return [factor for factor in available
+            if factor.flow not in ("email", KNOWLEDGE_FLOW) and factor.kind != "upstream"]

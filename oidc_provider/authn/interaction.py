@@ -82,17 +82,32 @@ def start(datalist: dict, client, need: str, previous: dict | None, level=None, 
     save(record)
     response = redirect(url_for(page, uid=record["uid"]), code=303)
     secure = current_app.config["SESSION_COOKIE_SECURE"]
-    response.set_cookie(BROWSER_COOKIE, record["browser"], httponly=True, samesite="Lax", secure=secure,
-                        max_age=_lifetime(), path="/")
+    _browser_cookie(response, record, _lifetime())
     if not request.cookies.get(DEVICE_COOKIE):  # tells a known browser from a new one (policy input)
         response.set_cookie(DEVICE_COOKIE, new_device_id(), httponly=True, samesite="Lax", secure=secure,
                             max_age=DEVICE_COOKIE_AGE, path="/")
     return response
 
 
+def _browser_cookie(response, record: dict, max_age: float) -> None:
+    response.set_cookie(BROWSER_COOKIE, record["browser"], httponly=True, samesite="Lax",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"], max_age=int(max_age), path="/")
+
+
+def _expires_at(record: dict) -> float:
+    return record.get("expires_at") or record["created_at"] + _lifetime()
+
+
 def save(record: dict) -> None:
-    remaining = record["created_at"] + _lifetime() - time.time()
-    _store().set(f"interaction:{record['uid']}", record, max(remaining, 1))
+    _store().set(f"interaction:{record['uid']}", record, max(_expires_at(record) - time.time(), 1))
+
+
+def extend(record: dict, seconds: float, response) -> None:
+    """Keep the interaction, and the browser's cookie for it, at least `seconds` longer (a password
+    reset waits for an email). Freshness still counts from `created_at`."""
+    record["expires_at"] = max(_expires_at(record), time.time() + seconds)
+    save(record)
+    _browser_cookie(response, record, record["expires_at"] - time.time() + 1)
 
 
 def load_for_browser(uid: str) -> tuple[dict | None, str | None]:

@@ -36,6 +36,7 @@ class IdpSession:
     expires_at: int
     factors: list[FactorUse] = field(default_factory=list)
     clients: list[str] = field(default_factory=list)  # clients that got tokens in this session
+    started: float = 0.0  # created_at to the fraction of a second (end_all); 0: an older record
 
     @property
     def auth_time(self) -> int:
@@ -116,7 +117,15 @@ class SessionService:
         session = IdpSession.from_dict(data)
         if session.expires_at <= time.time():
             return None
+        ended = self.store.get(f"sess-ended:{session.sub}")
+        if ended is not None and (session.started or session.created_at) <= ended:
+            return None  # begun before end_all (e.g. a password reset)
         return session
+
+    def end_all(self, sub: str) -> None:
+        """End every session of this user at once (no index of them is kept): sessions begun
+        before now stop loading. The marker lives as long as a session can."""
+        self.store.set(f"sess-ended:{sub}", time.time(), self.lifetime)
 
     def _save(self, session: IdpSession) -> None:
         ttl = session.expires_at - time.time()
@@ -145,7 +154,8 @@ class SessionService:
             current = None
         if current is None:
             session = IdpSession(
-                id="", sid=secrets.token_urlsafe(16), sub=sub, created_at=now, expires_at=now + self.lifetime
+                id="", sid=secrets.token_urlsafe(16), sub=sub, created_at=now, expires_at=now + self.lifetime,
+                started=time.time(),
             )
         else:
             session = current

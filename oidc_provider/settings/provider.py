@@ -310,6 +310,31 @@ class MfaApiSettings(Strict):
     realms: list[str] = Field(["Username-Password-Authentication"], min_length=1)
 
 
+class PasswordReset(Strict):
+    """Self-service password reset by an emailed link ("Forgot password?" on the sign-in page).
+    The link proves the mailbox only: a user with another factor must pass it too (README)."""
+
+    enabled: bool = True  # off: no link on the sign-in page and the reset pages answer 404
+    # Seconds the single-use link works: 15 to 30 minutes leaves time to reach the mailbox, not more.
+    link_lifetime: int = Field(20 * 60, gt=0, le=30 * 60)
+
+
+# Factors a user may set up in the middle of a login (views/enrollment.py): each one's setup
+# ends with a proof of possession (a TOTP code, an SMS code, a WebAuthn assertion).
+ENROLLABLE_FACTORS = ("totp", "sms", "webauthn-key", "webauthn-platform", "passkey")
+
+
+class Enrollment(Strict):
+    """Setting up a second factor at login, for users who have none (the `enrollment:` block)."""
+
+    # off: a login that needs MFA from a user without a second factor is refused with what is
+    # missing; on: the user sets one up there (trust on first use: the first factor is all that
+    # vouches for the new one, so it is off by default). The admin flag mfa_enrollment_required
+    # asks it of one user either way.
+    at_login: bool = False
+    factors: list[Literal[ENROLLABLE_FACTORS]] = ["totp", "webauthn-key", "webauthn-platform", "sms"]  # type: ignore[valid-type]
+
+
 # Every factor id (authn/factors FACTOR_CLASSES); "email" is the magic link, "fed" an upstream.
 FACTOR_IDS = ("password", "email-otp", "sms", "voice", "email", "totp", "recovery-code",
               "webauthn-key", "webauthn-platform", "passkey", "push", "fed")
@@ -469,6 +494,8 @@ class Settings(Strict):
     device_flow: DeviceFlow = DeviceFlow()  # RFC 8628 device authorization grant
     account: AccountSettings = AccountSettings()  # My MFA settings: how fresh a sign-in must be for changes
     mfa_api: MfaApiSettings = MfaApiSettings()  # the Auth0-compatible MFA API and password grant
+    password_reset: PasswordReset = PasswordReset()  # "Forgot password?": an emailed single-use link
+    enrollment: Enrollment = Enrollment()  # setting up a second factor during a login that needs one
 
     @field_validator("resources")
     @classmethod

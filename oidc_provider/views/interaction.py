@@ -3,7 +3,9 @@
 Each step re-renders with a catalogued message on failure and works without
 JavaScript. After every completed factor the browser goes back to
 `/oidc/auth/resume/<uid>`, which decides whether another factor, consent, or the
-code comes next.
+code comes next. Two detours are steps of the same interaction, on this blueprint:
+a password reset (views/password_reset.py) and setting up a second factor
+(views/enrollment.py); their state is kept in the interaction record.
 """
 
 from __future__ import annotations
@@ -109,10 +111,10 @@ def _context(record):
 
 def _page(template, record, client, status=200, error=None, **values):
     trust = _op().settings.trusted_devices
+    remember = trust.enabled and record.get("reason") == "login:mfa" and not record.get("reset")
     return render_template(
         template, uid=record["uid"], client_name=client.config.client_name or client.client_id,
-        error=MESSAGES[error] if error else None,
-        remember_days=trust.days if trust.enabled and record.get("reason") == "login:mfa" else None, **values,
+        error=MESSAGES[error] if error else None, remember_days=trust.days if remember else None, **values,
     ), status
 
 
@@ -125,16 +127,22 @@ def _render_step(record, client, error=None, status=200, login=None):
         template = PAGES.get(pending["kind"], f"factor_{pending['kind']}.html")
         return _page(template, record, client, status, error, pending=pending,
                      factor=_op().factors.get(pending["factor"]))
+    if record.get("reset"):
+        return password_reset.render(record, client, error, status)
+    enrolling = enrollment.page(record, client, error, status) if record.get("enroll") else None
+    if enrolling is not None:
+        return enrolling
     user, usable = _signed_in_user(record)
     if user is not None:
         choices, gaps = _choices(record, user, usable)
-        if not choices:
-            return _cannot_meet(record, client, gaps)
+        if not choices:  # set one up when enrollment allows it, else say what is missing
+            return enrollment.page(record, client, error, status) or _cannot_meet(record, client, gaps)
         return _page("choose_factor.html", record, client, status, error, choices=choices,
                      done=[use.amr for use in usable])
     passwordless = [f for f in _op().factors if f.first_factor and f.id != "password"]
     return _page("login.html", record, client, status, error, passwordless=passwordless,
-                 login=login if login is not None else (_first(record, "login_hint") or ""))
+                 login=login if login is not None else (_first(record, "login_hint") or ""),
+                 can_reset=password_reset.enabled(), notice=MESSAGES.get(record.get("notice", "")))
 
 
 @bp.get("/interaction/<uid>")
@@ -161,11 +169,14 @@ def show(record, client):
 # -- completing a factor -----------------------------------------------------------------------
 
 def _complete(record, client, user, factor):
+    if password_reset.verifying(record):  # a reset's second factor: it signs nobody in
+        return password_reset.factor_passed(record, client, user, factor)
     op = _op()
     session = op.sessions.record_factor(
         _session(), user.id, FactorUse(factor=factor.id, amr=factor.amr, flow=factor.flow, at=time.time())
     )
-    for key in ("pending", "link_confirmed"):
+    enrollment.proved(record, client, user, factor)
+    for key in ("pending", "link_confirmed", "reset", "enroll", "notice"):
         record.pop(key, None)
     record["sub"] = user.id
     if request.form.get("remember") == "on":  # "remember this device", asked on a later step
@@ -173,7 +184,9 @@ def _complete(record, client, user, factor):
     interactions.save(record)
     record_audit("factor.succeeded", user_id=user.id, client_id=client.client_id, ip=request.remote_addr,
                  factor=factor.id)
-    response = redirect(url_for("oidc.resume", uid=record["uid"]), code=303)
+    # an admin's mfa_enrollment_required: set up a factor first (the session cookie is needed for it)
+    after = "interaction.show" if enrollment.after_first_factor(record, client, user, session) else "oidc.resume"
+    response = redirect(url_for(after, uid=record["uid"]), code=303)
     response.set_cookie(
         SESSION_COOKIE, session.id, httponly=True, samesite="Lax", path="/",
         secure=current_app.config["SESSION_COOKIE_SECURE"], max_age=op.settings.lifetimes.session,
@@ -193,6 +206,12 @@ def _cannot_meet(record, client, gaps):
         return _deny(record, client, "unmet_authentication_requirements",
                      "The user has no factor that meets the essential acr.")
     return error_page("mfa_unavailable", 403, detail=f"Missing: {' and '.join(gaps)}." if gaps else None)
+
+
+def _leave_reset(record) -> None:
+    """Signing in instead: a reset under way in this login is dropped."""
+    if record.pop("reset", None) is not None:
+        interactions.save(record)
 
 
 def _deny(record, client, error="access_denied", description="The user declined."):
@@ -218,6 +237,7 @@ def _deny(record, client, error="access_denied", description="The user declined.
 def login(record, client):
     if request.form.get("action") == "cancel":
         return _deny(record, client)
+    _leave_reset(record)
     factor = _op().factors.get("password")
     signed_in, usable = _signed_in_user(record)
     if signed_in is not None:  # password as a later step: it is this user's password
@@ -263,6 +283,9 @@ def start(record, client):
     factor = _op().factors.get(request.form.get("factor", ""))
     if factor is None or factor.id == "password":
         return _render_step(record, client, error="factor_not_allowed", status=400)
+    if password_reset.verifying(record):
+        return password_reset.start_factor(record, client, factor)
+    _leave_reset(record)
     signed_in, usable = _signed_in_user(record)
     if signed_in is not None:
         if factor not in _choices(record, signed_in, usable)[0]:
@@ -319,10 +342,18 @@ def verify(record, client):
     return _complete(record, client, user, factor)
 
 
+def _find_link(token: str):
+    """(challenge, its record) of a live sign-in link; a code or another kind's link is not one."""
+    op = _op()
+    found = op.otp.find_by_link(token)
+    factor = op.factors.get(found[1]["factor"]) if found else None
+    return found if factor is not None and factor.kind == "link" else None
+
+
 @bp.get("/interaction/link/<token>")
 def link(token: str):
     """A GET only shows a button: mail scanners that fetch links must not use them up."""
-    if _op().otp.find_by_link(token) is None:
+    if _find_link(token) is None:
         return error_page("link_invalid", 400)
     return render_template("link_confirm.html", token=token,
                            action=url_for("interaction.confirm_link", token=token))
@@ -331,7 +362,7 @@ def link(token: str):
 @bp.post("/interaction/link/<token>")
 def confirm_link(token: str):
     op = _op()
-    found = op.otp.find_by_link(token)
+    found = _find_link(token)
     if found is None:
         return error_page("link_invalid", 400)
     challenge, challenge_record = found
@@ -385,3 +416,7 @@ def logout_confirm():
     if request.form.get("action") != "logout":
         return redirect(post_logout) if post_logout else render_template("logged_out.html", kept=True)
     return finish_logout(_session(), post_logout, request.form.get("state"))
+
+
+# The detours register their routes on this blueprint (imported last: they use its helpers).
+from . import enrollment, password_reset  # noqa: E402

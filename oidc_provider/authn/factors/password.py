@@ -12,6 +12,11 @@ HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Compared against when the account does not exist, so both answers take one hash.
 _DUMMY_HASH = HASHER.hash("an unknown account costs the same time")
 THROTTLE_WINDOW = 15 * 60
+MIN_LENGTH, MAX_LENGTH = 8, 1024  # `users set-password` and the password reset page alike
+
+
+def acceptable_password(password: str) -> bool:
+    return MIN_LENGTH <= len(password) <= MAX_LENGTH
 
 
 def hash_password(password: str) -> str:

@@ -15,6 +15,7 @@ import secrets
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from flask import abort, jsonify, request
 
+from ..authn.reauth import ACCOUNT_CLIENT_ID
 from ..authn.acr import AcrRequestError, parse_acr_request
 from ..errors import oauth_error
 from . import request_object
@@ -119,7 +120,8 @@ def authorization_parameters(op, datalist: dict[str, list[str]]) -> dict[str, li
                 raise InvalidRequestError("Send either request or request_uri, not both.")
             record = take(op, client, query["request_uri"])
             params, signed = record["params"], record["signed"]
-        elif op.settings.par.required or client.config.require_pushed_authorization_requests:
+        elif (op.settings.par.required and client.client_id != ACCOUNT_CLIENT_ID) \
+                or client.config.require_pushed_authorization_requests:  # the built-in account client is ours
             raise InvalidRequestError("This client must push its authorization requests to "
                                       "the pushed authorization request endpoint first.")  # RFC 9126 5
         elif "request" in query:

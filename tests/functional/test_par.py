@@ -211,3 +211,11 @@ def test_when_par_is_required_plain_requests_are_refused(required):
     page = use(agent, "web", pushed_uri(required, state="r2"))
     params = callback_params(agent.login(page, person["username"]))
     assert params["state"] == "r2" and "code" in params
+
+
+def test_par_required_still_lets_the_account_pages_step_up(required):
+    """The built-in account client (the account pages' own step-up) is not a relying party to push."""
+    _, challenge = pkce_pair()
+    page = UserAgent(required).authorize(client_id="op:account", redirect_uri=f"{required.url}/account/security/reauth",
+                                         code_challenge=challenge, code_challenge_method="S256", state="s")
+    assert page.status_code == 200 and 'name="password"' in page.text, page.headers.get("Location")

@@ -5,9 +5,12 @@ service with. Refusals are one clear message, never a traceback (conftest.run_cl
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import requests
+
+import oidc_provider
 
 from tests.conftest import UserAgent, cli_home, run_cli, start_provider, token_request
 from tests.servers import text_of
@@ -146,7 +149,7 @@ def test_without_a_database_the_cli_says_what_to_do(tmp_path):
 
 
 def test_the_models_and_the_migrations_agree(provider):
-    """`db upgrade` (migrations up to 0006) makes exactly the tables and columns the models declare."""
+    """`db upgrade` (every migration) makes exactly the tables and columns the models declare."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
@@ -155,5 +158,5 @@ def test_the_models_and_the_migrations_agree(provider):
     with provider.app.app_context(), db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
         revision = MigrationContext.configure(connection).get_current_revision()
-    assert revision == "0006"
+    assert revision == sorted(p.name[:4] for p in (Path(oidc_provider.__file__).parent / "migrations" / "versions").glob("0*.py"))[-1]
     assert differences == []

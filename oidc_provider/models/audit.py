@@ -7,6 +7,7 @@ from sqlalchemy import JSON, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
+from ..observability import observe_audit
 
 log = logging.getLogger("oidc_provider.audit")
 
@@ -29,4 +30,6 @@ def record_audit(event: str, *, user_id=None, client_id=None, ip=None, commit=Tr
     db.session.add(AuditEvent(event=event, user_id=user_id, client_id=client_id, ip=ip, detail=detail))
     if commit:
         db.session.commit()
-    log.info("audit %s user=%s client=%s ip=%s %s", event, user_id, client_id, ip, detail)
+    log.info("audit %s user=%s client=%s ip=%s %s", event, user_id, client_id, ip, detail,
+             extra={"audit": {"event": event, "user_id": user_id, "client_id": client_id, "ip": ip, "detail": detail}})
+    observe_audit(event, detail)  # metrics that follow the audit log

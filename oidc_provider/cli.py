@@ -363,10 +363,10 @@ def keys_generate(alg):
 @ALG_OPTION
 def keys_rotate(alg):
     """Promote the next key, retire the active one (published until its tokens expire)."""
-    from .oauth.keys import ALGORITHMS, KeysNotReady
+    from .oauth.keys import ALGORITHMS, SIGNING_GRACE, KeysNotReady
 
     settings = _settings()
-    retire_after = settings.max_token_lifetime(_client_lifetimes(settings))
+    retire_after = settings.max_token_lifetime(_client_lifetimes(settings)) + SIGNING_GRACE
     try:
         entries = _key_folder().rotate(tuple(alg) or ALGORITHMS, retire_after)
     except KeysNotReady as exc:

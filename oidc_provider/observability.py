@@ -145,22 +145,22 @@ class ChallengeTracker:
     counted once across workers and instances.
     """
 
-    BUCKET = 60  # seconds per counting bucket
     LOOKBACK = 60  # buckets a fresh process looks back for unswept ones
 
     def __init__(self, store, lifetime: int, factor_ids):
         self.store = store
         self.lifetime = lifetime
+        self.bucket = min(60, max(1, lifetime // 10))  # seconds per counting bucket: a minute by default
         self.factor_ids = list(factor_ids)
         self._swept_until = None  # last bucket this process has looked at
 
     def _keep(self) -> int:
-        return self.lifetime + (self.LOOKBACK + 2) * self.BUCKET
+        return self.lifetime + (self.LOOKBACK + 2) * self.bucket
 
     def opened(self, factor_id: str, binding: str | None) -> None:
         FACTOR_CHALLENGES.labels(factor_id).inc()
         if binding:
-            bucket = int(time.time() // self.BUCKET)
+            bucket = int(time.time() // self.bucket)
             previous = self.store.get(f"challenge:{binding}")
             self.store.set(f"challenge:{binding}", {"factor": factor_id, "bucket": bucket}, self.lifetime)
             self.store.incr(f"challenges-opened:{factor_id}:{bucket}", self._keep())
@@ -183,7 +183,7 @@ class ChallengeTracker:
     def sweep(self) -> None:
         """Count the expired challenges of every bucket whose challenges have all expired."""
         # a bucket is due when its last challenge's lifetime is over, plus a bucket for clock skew
-        due = int((time.time() - self.lifetime) // self.BUCKET) - 2
+        due = int((time.time() - self.lifetime) // self.bucket) - 2
         start = due - self.LOOKBACK if self._swept_until is None else self._swept_until + 1
         for bucket in range(max(start, due - self.LOOKBACK), due + 1):
             if not self.store.add(f"challenges-swept:{bucket}", 1, self._keep()):

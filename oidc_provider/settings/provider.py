@@ -95,8 +95,6 @@ class Store(Strict):
     def _redis_is_complete(self):
         if self.cluster and self.sentinel:
             raise ValueError("cluster and sentinel exclude each other: a cluster has no sentinels")
-        if self.backend == "redis" and not self.redis_url and not self.sentinel:
-            raise ValueError("backend redis needs redis_url (or sentinel)")
         if self.backend == "sql" and (self.cluster or self.sentinel):
             raise ValueError("cluster and sentinel need backend redis")
         return self
@@ -511,4 +509,6 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path or "settings"), exc)) from None
+    if settings.store.backend == "redis" and not settings.store.redis_url and not settings.store.sentinel:
+        raise ConfigError(f"{path}: field 'store.redis_url': required when store.backend is redis (or store.sentinel)")
     return settings

@@ -164,6 +164,7 @@ class ChallengeTracker:
             previous = self.store.get(f"challenge:{binding}")
             self.store.set(f"challenge:{binding}", {"factor": factor_id, "bucket": bucket}, self.lifetime)
             self.store.incr(f"challenges-opened:{factor_id}:{bucket}", self._keep())
+            self.store.incr(f"challenges-opened:{bucket}", self._keep())  # any factor: lets the sweep skip
             if previous:  # a resend replaces its own challenge; another factor's is abandoned
                 self._close(previous, abandoned=previous["factor"] != factor_id)
         self.sweep()
@@ -184,16 +185,22 @@ class ChallengeTracker:
         """Count the expired challenges of every bucket whose challenges have all expired."""
         # a bucket is due when its last challenge's lifetime is over, plus a bucket for clock skew
         due = int((time.time() - self.lifetime) // self.bucket) - 2
-        start = due - self.LOOKBACK if self._swept_until is None else self._swept_until + 1
-        for bucket in range(max(start, due - self.LOOKBACK), due + 1):
+        if self._swept_until is not None and due <= self._swept_until:
+            return  # the common case: nothing new, no store round trip
+        last = self.store.get("challenges-swept-until")  # shared by workers and instances
+        start = max(due - self.LOOKBACK, (last + 1) if last is not None else due)
+        for bucket in range(start, due + 1):
             if not self.store.add(f"challenges-swept:{bucket}", 1, self._keep()):
-                continue  # another worker or instance counted it
+                continue  # another worker or instance counts it
+            if not self.store.take(f"challenges-opened:{bucket}"):
+                continue
             for factor_id in self.factor_ids:
                 opened = int(self.store.take(f"challenges-opened:{factor_id}:{bucket}") or 0)
                 closed = int(self.store.take(f"challenges-closed:{factor_id}:{bucket}") or 0)
                 if opened > closed:
                     FACTOR_RESULTS.labels(factor_id, "abandoned").inc(opened - closed)
-        self._swept_until = max(due, self._swept_until or due)
+        self.store.set("challenges-swept-until", due, self._keep())
+        self._swept_until = due
 
 
 def instrument_factors(factors, op) -> list:

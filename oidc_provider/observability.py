@@ -145,7 +145,7 @@ class ChallengeTracker:
     counted once across workers and instances.
     """
 
-    LOOKBACK = 60  # buckets a fresh process looks back for unswept ones
+    LOOKBACK = 60  # at most this many buckets are swept at once (after a long quiet spell)
 
     def __init__(self, store, lifetime: int, factor_ids):
         self.store = store

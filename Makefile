@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean browser interop bench bench-compare
+.PHONY: install run serve test clean browser interop bench bench-compare
 
 install: $(STAMP)
 
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/oidc-provider demo
 	$(BIN)/oidc-provider run
+
+## serve: production shape: Granian with WORKERS processes (default one per CPU) on HOST:PORT;
+## settings from config/provider.yaml and the environment (ISSUER, DATABASE_URL, REDIS_URL, METRICS_TOKEN)
+HOST ?= 127.0.0.1
+PORT ?= 5000
+WORKERS ?=
+THREADS ?= 4
+serve: install
+	$(BIN)/oidc-provider db upgrade
+	$(BIN)/oidc-provider serve --host $(HOST) --port $(PORT) --threads $(THREADS) $(if $(WORKERS),--workers $(WORKERS))
 
 ## test: the whole suite (PostgreSQL, Redis and browser tests skip locally without them, fail in CI)
 test: install browser interop

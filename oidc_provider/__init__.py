@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ class Provider:
     geoip_cache: dict = None  # GeoIP readers by database path (authn/signin.py)
     devices: object = None
     factors: object = None  # built from the services above
+    challenges: object = None  # factor challenges and abandons, for the metrics (observability.py)
     server: object = None
 
 
@@ -72,6 +72,8 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .security import register_security_headers
     from .extensions import csrf, db
     from .oauth.keys import KeyRing, MasterSecret
+    from .observability import ChallengeTracker, configure_logging
+    from .observability import init_app as init_observability
     from .oauth.server import create_authorization_server
     from .oauth.tokens import TokenService
     from .settings.clients import ClientRegistry
@@ -100,7 +102,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         WTF_CSRF_TIME_LIMIT=None,  # bound to the browser's session cookie instead
         OP_SETTINGS=settings,
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.logging)
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():
@@ -133,6 +135,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.lockout = Lockout(settings)
     op.devices = Devices(secret.derive("trusted-devices"), settings)
     op.factors = build_registry(op)
+    op.challenges = ChallengeTracker(store, settings.lifetimes.interaction, [f.id for f in op.factors])
     app.extensions["op"] = op
     op.server = create_authorization_server(app, op)
 
@@ -167,6 +170,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     device.init_app(app, op)  # RFC 8628, when enabled
     register_error_handlers(app)
     register_security_headers(app, settings.issuer_url.startswith("https://"))
+    init_observability(app, op)
     return app
 
 
@@ -183,7 +187,8 @@ def _engine_options(settings: Settings) -> dict:
         # Writers wait for each other instead of failing with "database is locked".
         # SQLite serializes writers: let waiting requests queue for the file lock, not for the pool
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": 20, "max_overflow": 20}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    # connect_timeout: an unreachable server fails a request (and /readyz) instead of hanging it
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "connect_args": {"connect_timeout": 5}}
 
 
 __all__ = ["ConfigError", "Provider", "create_app"]

@@ -51,6 +51,22 @@ def run(host, port):
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", type=click.IntRange(1, 64), help="worker processes  [default: one per CPU]")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="threads per worker")
+def serve(host, port, workers, threads):
+    """Serve in production shape: Granian, several workers, settings from provider.yaml and env."""
+    from .oauth.keys import KeysNotReady
+    from .serve import serve as run_server
+
+    try:
+        run_server(host, port, workers, threads)
+    except (ConfigError, KeysNotReady) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # -- database ---------------------------------------------------------------------------
 
 @main.group()
@@ -527,10 +543,10 @@ def keys_generate(alg):
 @ALG_OPTION
 def keys_rotate(alg):
     """Promote the next key, retire the active one (published until its tokens expire)."""
-    from .oauth.keys import ALGORITHMS, KeysNotReady
+    from .oauth.keys import ALGORITHMS, SIGNING_GRACE, KeysNotReady
 
     settings = _settings()
-    retire_after = settings.max_token_lifetime(_client_lifetimes(settings))
+    retire_after = settings.max_token_lifetime(_client_lifetimes(settings)) + SIGNING_GRACE
     try:
         entries = _key_folder().rotate(tuple(alg) or ALGORITHMS, retire_after)
     except KeysNotReady as exc:

@@ -14,6 +14,7 @@ import time
 from flask import current_app, redirect, request, url_for
 
 from . import chain
+from ..observability import note_step_up
 from .devices import DEVICE_COOKIE, new_device_id
 
 BROWSER_COOKIE = "op_interaction"
@@ -75,6 +76,7 @@ def start(datalist: dict, client, need: str, previous: dict | None, level=None, 
           page: str = "interaction.show"):
     """Store (or update) the interaction and send the browser to its page."""
     record = previous if previous is not None else create(datalist, client)
+    note_step_up(record, need)  # metrics: a signed-in user asked for more factors
     record["step"] = "login" if need.startswith("login") else "consent"
     record["reason"] = need
     record["level"] = level.value if level else None  # what the login must reach (acr value)

@@ -14,6 +14,7 @@ import time
 from sqlalchemy import text
 
 from ..extensions import db
+from ..observability import counts_answers
 
 _ATTEMPT = text(
     "UPDATE users SET "
@@ -53,6 +54,7 @@ class Lockout:
         self.succeeded(user_id)
 
 
+@counts_answers  # success or failure per factor, for the metrics
 def verify_counted(op, factor, user, response: dict, context: dict):
     """A factor's check under the account lockout: the one place views verify answers."""
     from ..models import record_audit

@@ -16,6 +16,7 @@ from sqlalchemy import JSON, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
+from ..observability import observe_audit
 
 log = logging.getLogger("oidc_provider.audit")
 
@@ -42,3 +43,4 @@ def record_audit(event: str, *, user_id=None, client_id=None, ip=None, commit=Tr
     record = {"at": round(at, 3), "event": event, "user_id": user_id, "client_id": client_id, "ip": ip,
               "detail": detail}
     log.info("audit %s", json.dumps(record, separators=(",", ":"), default=str), extra={"audit": record})
+    observe_audit(event, detail)  # metrics that follow the audit log

@@ -28,6 +28,7 @@ from ..extensions import db
 from ..models import User, record_audit
 from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
+from ..observability import authorization_error, readiness, step_up_met
 from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
 
 bp = Blueprint("oidc", __name__)
@@ -155,6 +156,7 @@ def redirect_to_client(redirect_uri: str, params: dict) -> Response:
     """The authorization response; `iss` per RFC 9207 so clients can detect mix-up."""
     params = {key: value for key, value in params.items() if value is not None}
     params["iss"] = current_op().settings.issuer_url
+    authorization_error(params.get("error"))  # metrics: step-up unmet
     response = redirect(add_params_to_uri(redirect_uri, list(params.items())), code=302)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -287,6 +289,7 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
         interactions.finish(interaction)
     record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
                  ip=request.remote_addr, acr=acr, amr=amr)
+    step_up_met(interaction)  # metrics
     response = redirect_to_client(redirect_uri, {"code": code, "state": state})
     record_signin(op, user, client, interaction, acr, response)
     return response
@@ -466,4 +469,10 @@ def finish_logout(session, post_logout: str | None, state: str | None):
 @bp.get("/healthz")
 def healthz():
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready for traffic: the database and the ephemeral store answer (200), else 503."""
+    return readiness(current_op())
 

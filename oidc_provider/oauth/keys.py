@@ -26,6 +26,10 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 ALGORITHMS = ("RS256", "ES256")
 KEYRING = "keyring.json"
 MASTER_SECRET = "secret.key"
+# Seconds a retired key stays published beyond the longest token lifetime: every instance
+# notices a rotation within KeyRing.CHECK_INTERVAL, and a request may still be signing with
+# the old key then; its token expires up to that much after the rotation.
+SIGNING_GRACE = 10
 
 
 class KeysNotReady(Exception):

@@ -1,8 +1,9 @@
 """The provider's settings: every key, its default and why, in one place.
 
 `config/provider.yaml` overrides these defaults; the environment variables ISSUER,
-DATABASE_URL, REDIS_URL and SECRET_KEY override the file, and so do the delivery
-secrets SMTP_PASSWORD, SMS_GATEWAY_TOKEN, VOICE_GATEWAY_TOKEN and TWILIO_AUTH_TOKEN.
+DATABASE_URL, REDIS_URL, SECRET_KEY, METRICS_TOKEN and LOG_FORMAT override the file, and so do
+the secrets SMTP_PASSWORD, SMS_GATEWAY_TOKEN, VOICE_GATEWAY_TOKEN, TWILIO_AUTH_TOKEN and
+REDIS_SENTINEL_PASSWORD.
 Loading validates the whole file and names the file and key of the first problem.
 """
 
@@ -51,12 +52,68 @@ class Resource(Strict):
     scopes: list[str] | None = None  # scopes this resource accepts; None: any
 
 
+class Sentinel(Strict):
+    """Redis Sentinel: the sentinels to ask which server is the master of `service_name`."""
+
+    hosts: list[str] = Field(min_length=1)  # "host:port" of each sentinel (usually 26379)
+    service_name: str = Field(min_length=1)  # the master's name in the sentinels' configuration
+    password: str | None = Field(None, repr=False)  # the sentinels' own AUTH; env REDIS_SENTINEL_PASSWORD
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for host in value:
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{host!r} is not host:port")
+        return value
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(host.rpartition(":")[0].strip("[]"), int(host.rpartition(":")[2])) for host in self.hosts]
+
+
 class Store(Strict):
     """Ephemeral state (IdP sessions, codes, consent, rate limits)."""
 
     backend: Literal["sql", "redis"] = "sql"  # sql: the embedded default, same database
-    redis_url: str | None = None  # required when backend is redis
+    # redis://[user:password@]host:port/db (rediss:// for TLS). Required with backend redis; with
+    # `sentinel` only its credentials, db and TLS are used (the sentinels name the host).
+    redis_url: str | None = None
     prefix: str = "op:"  # key prefix, so several deployments can share one Redis
+    cluster: bool = False  # Redis Cluster: redis_url names any node, the others are discovered
+    sentinel: Sentinel | None = None  # Redis Sentinel: the master is found through the sentinels
+    timeout: float = Field(5, gt=0)  # seconds to connect or wait for an answer; /readyz fails after it
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_is_complete(self):
+        if self.cluster and self.sentinel:
+            raise ValueError("cluster and sentinel exclude each other: a cluster has no sentinels")
+        if self.backend == "sql" and (self.cluster or self.sentinel):
+            raise ValueError("cluster and sentinel need backend redis")
+        return self
+
+
+class Metrics(Strict):
+    """Prometheus metrics at /metrics, for a scraper holding the bearer token."""
+
+    # The scraper sends "Authorization: Bearer <token>"; None: no /metrics route at all.
+    # Better in the environment: METRICS_TOKEN.
+    token: str | None = Field(None, min_length=16, repr=False)
+
+
+class Logging(Strict):
+    """Log lines on standard error: one JSON object per line, each with the request id."""
+
+    format: Literal["json", "text"] = "json"  # json for log collectors; text for a person reading
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    requests: bool = False  # one line per request (method, endpoint, status, duration)
 
 
 class Email(Strict):
@@ -496,6 +553,8 @@ class Settings(Strict):
     mfa_api: MfaApiSettings = MfaApiSettings()  # the Auth0-compatible MFA API and password grant
     password_reset: PasswordReset = PasswordReset()  # "Forgot password?": an emailed single-use link
     enrollment: Enrollment = Enrollment()  # setting up a second factor during a login that needs one
+    metrics: Metrics = Metrics()  # Prometheus metrics; /metrics needs a token
+    logging: Logging = Logging()  # JSON log lines with request ids
 
     @field_validator("resources")
     @classmethod
@@ -555,6 +614,12 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         data["database_url"] = env["DATABASE_URL"]
     if env.get("REDIS_URL"):
         data["store"] = {**data.get("store", {}), "backend": "redis", "redis_url": env["REDIS_URL"]}
+    if env.get("REDIS_SENTINEL_PASSWORD") and isinstance((data.get("store") or {}).get("sentinel"), dict):
+        data["store"]["sentinel"] = {**data["store"]["sentinel"], "password": env["REDIS_SENTINEL_PASSWORD"]}
+    if env.get("METRICS_TOKEN"):
+        data["metrics"] = {**(data.get("metrics") or {}), "token": env["METRICS_TOKEN"]}
+    if env.get("LOG_FORMAT"):
+        data["logging"] = {**(data.get("logging") or {}), "format": env["LOG_FORMAT"]}
     # Delivery secrets belong in the environment rather than in a file that gets copied around.
     for variable, block, key in SECRET_VARIABLES:
         if env.get(variable):
@@ -584,3 +649,6 @@ def with_mfa_resource(settings: Settings) -> Settings:
         return settings
     resource = Resource(access_token_lifetime=settings.mfa_api.access_token_lifetime, scopes=list(MFA_API_SCOPES))
     return settings.model_copy(update={"resources": {**settings.resources, uri: resource}})
+    if settings.store.backend == "redis" and not settings.store.redis_url and not settings.store.sentinel:
+        raise ConfigError(f"{path}: field 'store.redis_url': required when store.backend is redis (or store.sentinel)")
+    return settings

@@ -58,9 +58,9 @@ class JsonStore:
 
 def create_store(settings, engine) -> JsonStore:
     if settings.store.backend == "redis":
-        from .redis import RedisStore
+        from .redis import RedisStore, redis_client
 
-        backend = RedisStore(settings.store.redis_url)
+        backend = RedisStore(redis_client(settings.store))
     else:
         from .sql import SqlStore
 

@@ -25,7 +25,7 @@ from argon2.exceptions import VerificationError
 
 from oidc_provider import create_app
 from tests.conftest import run_cli as cli
-from oidc_provider.oauth.keys import MasterSecret
+from oidc_provider.oauth.keys import SIGNING_GRACE, MasterSecret
 from oidc_provider.settings.clients import hash_client_secret
 
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -103,14 +103,14 @@ def test_keys_generate_list_rotate(home):
 
     after = cli(home, "keys", "list").stdout
     assert keys_table(after) == rotated
-    # retired keys show until when they stay published (the longest token lifetime: 1 hour)
+    # retired keys show until when they stay published (the longest token lifetime, 1 hour, and a grace)
     retired_lines = [line for line in after.splitlines() if " retired " in line]
     assert len(retired_lines) == 2
     assert all(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d$", line) for line in retired_lines)
     ring = json.loads((home / "keys" / "keyring.json").read_text())["keys"]
     for entry in ring:
         if entry["state"] == "retired":
-            assert entry["published_until"] - entry["retired_at"] == 3600
+            assert entry["published_until"] - entry["retired_at"] == 3600 + SIGNING_GRACE
 
 
 def test_keys_rotate_one_algorithm(home):

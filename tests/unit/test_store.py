@@ -1,7 +1,9 @@
 """The ephemeral store's contract, run against every backend.
 
 SQL on a SQLite file and on a fresh PostgreSQL database (the `ephemeral` table made by
-the app's own migration, the engine configured by the app), and Redis. The atomic
+the app's own migration, the engine configured by the app), and Redis: one server, a
+three-node Redis Cluster and a master behind Sentinel (local redis-server processes, as
+redis-py reaches them when `store:` says `cluster: true` or `sentinel:`). The atomic
 operations (`add`, `take`, `incr`) are also hammered from many threads at once: that is
 what single-use authorization codes and password-attempt counters rely on.
 """
@@ -36,8 +38,47 @@ def _sql_store(tmp_path, database_url):
     return backend
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A local three-node Redis Cluster; its URL names one node."""
+    from tests.redis_servers import REDIS_SERVER, start_cluster
+
+    require_service("redis-server", lambda: REDIS_SERVER or (_ for _ in ()).throw(FileNotFoundError("redis-server")))
+    topology, url = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield url
+    topology.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory):
+    """A local master and replica watched by one sentinel: (sentinel port, [master, replica])."""
+    from tests.redis_servers import REDIS_SERVER, start_sentinel
+
+    require_service("redis-server", lambda: REDIS_SERVER or (_ for _ in ()).throw(FileNotFoundError("redis-server")))
+    topology, sentinel, ports = start_sentinel(tmp_path_factory.mktemp("sentinel"))
+    yield sentinel, ports
+    topology.stop()
+
+
+def _redis_backend(request, topology: str):
+    from oidc_provider.settings.provider import Store
+    from oidc_provider.store.redis import RedisStore, redis_client
+
+    if topology == "redis":
+        import redis
+
+        require_service("Redis", lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
+        return RedisStore(redis_client(Store(backend="redis", redis_url=REDIS_URL)))
+    if topology == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster")
+        return RedisStore(redis_client(Store(backend="redis", redis_url=url, cluster=True)))
+    sentinel, _ = request.getfixturevalue("redis_sentinel")
+    return RedisStore(redis_client(Store(backend="redis", sentinel={
+        "hosts": [f"127.0.0.1:{sentinel}"], "service_name": "op-master"})))
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
-                        pytest.param("redis", marks=pytest.mark.redis)])
+                        pytest.param("redis", marks=pytest.mark.redis), "redis-cluster", "redis-sentinel"])
 def store(request, tmp_path):
     """(backend, prefix): every key a test uses starts with its own prefix."""
     prefix = f"test-store:{uuid.uuid4().hex[:10]}:"
@@ -59,18 +100,12 @@ def store(request, tmp_path):
         finally:
             drop()
     else:
-        import redis
-
-        require_service("Redis", lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
-        from oidc_provider.store.redis import RedisStore
-
-        backend = RedisStore(REDIS_URL)
+        backend = _redis_backend(request, request.param)
         try:
             yield backend, prefix
         finally:
-            leftovers = list(backend.client.scan_iter(f"{prefix}*"))
-            if leftovers:
-                backend.client.delete(*leftovers)
+            for leftover in list(backend.client.scan_iter(f"{prefix}*")):
+                backend.client.delete(leftover)  # one key per call: a cluster spreads them over nodes
             backend.client.close()
 
 
@@ -261,3 +296,86 @@ def test_concurrent_add_sets_exactly_once(s, key):
         results = run_together(THREADS, lambda i, name=name: s.add(name, f"writer-{i}", 60))
         assert results.count(True) == 1, results
         assert s.get(name) == f"writer-{results.index(True)}"
+
+
+# -- which redis-py client the settings build -------------------------------------------
+
+def test_plain_url_builds_a_redis_client():
+    import redis
+    from redis.cluster import RedisCluster
+
+    from oidc_provider.settings.provider import Store
+    from oidc_provider.store.redis import redis_client
+
+    client = redis_client(Store(backend="redis", redis_url="redis://:pw@127.0.0.1:6399/3", timeout=2))
+    assert type(client) is redis.Redis and not isinstance(client, RedisCluster)
+    options = client.connection_pool.connection_kwargs
+    assert (options["host"], options["port"], options["db"], options["password"]) == ("127.0.0.1", 6399, 3, "pw")
+    assert options["socket_timeout"] == 2
+
+
+def test_cluster_flag_builds_a_cluster_client(redis_cluster):
+    from redis.cluster import RedisCluster
+
+    from oidc_provider.settings.provider import Store
+    from oidc_provider.store.redis import redis_client
+
+    client = redis_client(Store(backend="redis", redis_url=redis_cluster, cluster=True))
+    assert isinstance(client, RedisCluster)
+    assert len(client.get_primaries()) == 3  # the other nodes were discovered from one URL
+    client.close()
+
+
+def test_sentinel_builds_a_master_client_with_the_url_credentials():
+    from redis.sentinel import SentinelConnectionPool
+
+    from oidc_provider.settings.provider import Store
+    from oidc_provider.store.redis import redis_client
+
+    store = Store(backend="redis", redis_url="redis://:master-pw@ignored:1/2",
+                  sentinel={"hosts": ["127.0.0.1:26379", "[::1]:26380"], "service_name": "op-master",
+                            "password": "sentinel-pw"})
+    client = redis_client(store)  # connects lazily: no sentinel needs to run for this
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "op-master"
+    assert pool.connection_kwargs["password"] == "master-pw" and pool.connection_kwargs["db"] == 2
+    assert "host" not in pool.connection_kwargs  # the sentinels name the master
+    sentinels = pool.sentinel_manager.sentinels
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in sentinels] == [("127.0.0.1", 26379), ("::1", 26380)]
+    assert sentinels[0].connection_pool.connection_kwargs["password"] == "sentinel-pw"
+
+
+def test_sentinel_failover_keeps_the_store_working(redis_sentinel):
+    """The sentinel promotes the replica; the store follows it without a restart."""
+    from oidc_provider.settings.provider import Store
+    from oidc_provider.store.redis import RedisStore, redis_client
+    from tests.redis_servers import _cli, sentinel_master_port
+
+    sentinel, ports = redis_sentinel
+    backend = RedisStore(redis_client(Store(backend="redis", sentinel={
+        "hosts": [f"127.0.0.1:{sentinel}"], "service_name": "op-master"})))
+    key = f"test-store:{uuid.uuid4().hex[:10]}:failover"
+    backend.set(key, "before", 60)
+    before = sentinel_master_port(sentinel)
+    deadline = time.monotonic() + 40
+    # right after start the sentinel may not rate the replica yet (NOGOODSLAVE): ask again
+    while _cli(sentinel, "sentinel", "failover", "op-master").strip() != "OK" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    while sentinel_master_port(sentinel) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sentinel_master_port(sentinel) != before
+    # Writes that reach the old master while it is being demoted are lost (Redis replicates
+    # asynchronously); once it is a replica, the client must find the new master by itself.
+    while not _cli(before, "role").startswith("slave") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    written = None
+    while time.monotonic() < deadline and written is None:
+        try:  # the first call after a failover may meet the old master read-only, then reconnects
+            backend.set(key, "after", 60)
+            written = backend.get(key)
+        except Exception:  # noqa: BLE001 - redis-py's failover errors; retried until the deadline
+            time.sleep(0.2)
+    assert written == "after"
+    assert _cli(sentinel_master_port(sentinel), "get", key).strip() == "after"  # on the new master
+    backend.delete(key)

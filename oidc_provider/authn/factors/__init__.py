@@ -82,8 +82,10 @@ def build_registry(op) -> FactorRegistry:
     """The factors enabled in settings, in their configured order."""
     import importlib
 
+    from ...observability import instrument_factors
+
     factors = []
     for factor_id in op.settings.factors:
         module, _, name = FACTOR_CLASSES[factor_id].partition(":")
         factors.append(getattr(importlib.import_module(f"{__name__}.{module}"), name)(op))
-    return FactorRegistry(factors)
+    return FactorRegistry(instrument_factors(factors, op))  # challenges counted for the metrics

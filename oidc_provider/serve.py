@@ -1,0 +1,82 @@
+"""`oidc-provider serve`: the provider in production shape (SPEC section 6).
+
+Granian's WSGI interface, chosen by measurement (README, Production): several worker
+processes, each building its own app after the fork, so each has its own database
+engine and pool, Redis connections, key ring, clients registry and master secret; the
+parent only checks the configuration and never opens a connection a worker could
+inherit. Prometheus counters go to files in PROMETHEUS_MULTIPROC_DIR (a fresh folder
+each start), which /metrics adds up across the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_THREADS = 4  # per worker: requests waiting on SMTP or a gateway do not hold the others
+
+
+def app_factory():
+    """Granian's target, called in each worker: settings from provider.yaml and the environment."""
+    from . import create_app
+
+    return create_app()
+
+
+def check_configuration():
+    """What a worker will load, loaded once in the parent so a mistake stops the start with a
+    message (ConfigError, KeysNotReady) instead of workers failing one after another."""
+    from . import BASE_DIR, resolve_path
+    from .oauth.keys import KeyRing, MasterSecret
+    from .settings import load_settings
+    from .settings.clients import parse_clients
+
+    config = os.environ.get("OIDC_PROVIDER_CONFIG") or BASE_DIR / "config" / "provider.yaml"
+    settings = load_settings(config if Path(config).exists() else None)
+    keys_dir = resolve_path(BASE_DIR, settings.keys_dir)
+    KeyRing(keys_dir)
+    secret = MasterSecret.load(keys_dir)
+    parse_clients(resolve_path(BASE_DIR, settings.clients_file), secret.derive("client-secret"))
+    return settings
+
+
+def metrics_folder() -> tuple[Path, bool]:
+    """PROMETHEUS_MULTIPROC_DIR emptied (counters of an earlier run must not add up), or a new
+    temporary folder; set in the environment before any worker imports prometheus_client."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="oidc-provider-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path, True
+
+
+def granian_server(host: str, port: int, workers: int, threads: int, log_format: str):
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from .observability import granian_log_config
+
+    return Granian(
+        f"{__name__}:app_factory", factory=True, interface=Interfaces.WSGI, address=host, port=port,
+        workers=workers, blocking_threads=threads, websockets=False, respawn_failed_workers=True,
+        log_dictconfig=granian_log_config(log_format), log_access=False,  # logging.requests instead
+    )
+
+
+def serve(host: str, port: int, workers: int | None, threads: int = DEFAULT_THREADS) -> None:
+    """Check the configuration, then run Granian until SIGINT/SIGTERM."""
+    folder, temporary = metrics_folder()  # first: before anything imports prometheus_client
+    try:
+        settings = check_configuration()
+        server = granian_server(host, port, workers or os.cpu_count() or 1, threads, settings.logging.format)
+        server.serve()
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from oidc_provider.authn import chain
-from oidc_provider.authn.acr import Level, achieved_acr, levels_from_settings
+from oidc_provider.authn.acr import Level, achieved_acr, counting_factors, levels_from_settings
 from oidc_provider.authn.factors import FACTOR_CLASSES
 from oidc_provider.authn.session import FactorUse, current_acr
 from oidc_provider.oauth.tokens import AuthContext
@@ -237,7 +237,7 @@ def test_the_offered_chain_never_grants_an_unearned_level(levels, user, data):
         if chain.satisfied(level, done, now):
             break
         choices, _gaps = chain.next_choices(level, available, done, person, now)
-        counted_flows = {u.flow for u in done}
+        counted_flows = {u.flow for u in counting_factors(level, done, now)}  # still fresh for the level
         for choice in choices:
             assert choice.id not in level.forbidden_factors
             assert choice.flow not in counted_flows or choice.id in level.required_factors
@@ -307,3 +307,16 @@ def test_signed_in_session_never_gets_an_unearned_acr(sqlite_provider):
     for acr in ("mfa", "phr", "mfa phr", "phr mfa", "gold mfa"):
         answer = agent.authorize(client_id="web", acr_values=acr, prompt="none")
         assert "code=" not in answer.headers.get("Location", ""), acr
+
+
+@clause("SPEC 2 / OIDC Core 12.2: a lapsed level is not kept on refresh because a higher level still holds")
+def test_refresh_drops_a_lapsed_level_even_when_a_higher_one_holds():
+    levels = levels_from_settings(load_settings(None, {"acr": {"levels": [
+        {"value": "mfa", "flows": 2, "max_age": 300},
+        {"value": "phr", "required_factors": ["webauthn-key", "webauthn-platform", "passkey"]}]}}).acr)
+    done = [FactorUse(factor=f, amr=REAL[f][1], flow=REAL[f][0], at=NOW) for f in ("password", "passkey")]
+    op = SimpleNamespace(levels=levels, settings=SimpleNamespace(single_factor_acr=None))
+    context = AuthContext(auth_time=int(NOW), acr="mfa", amr=["pwd", "webauthn", "mfa"],
+                          factors=[vars(use) for use in done])
+    assert current_acr(op, context, NOW + 10) == "mfa"
+    assert current_acr(op, context, NOW + 301) is None  # mfa lapsed; phr holds but was never claimed

@@ -4,6 +4,7 @@ server and SMS gateway received."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -101,6 +102,12 @@ def failure_reasons(provider, person) -> list[str]:
         return [row.detail["reason"] for row in rows]
 
 
+def link_in(smtp, person) -> str:
+    """The sign-in link in the latest email to this person."""
+    text = text_of(smtp.mailbox.to(address(person))[-1].message)
+    return re.search(r"(http://\S+/interaction/link/\S+)", text).group(1)
+
+
 def generate_recovery_codes(provider, person) -> list[str]:
     agent = UserAgent(provider)
     agent.sign_in(person["username"], client_id="web")
@@ -135,9 +142,9 @@ def test_an_expired_link_is_refused(short_lived, plain_smtp):
     person = new_person(short_lived)
     agent = UserAgent(short_lived)
     post(agent, agent.authorize(client_id="web"), "start", {"login": person["username"], "factor": "email"})
-    link = re.search(r"(http://\S+/interaction/link/\S+)", text_of(plain_smtp.mailbox.to(address(person))[-1].message))
+    link = link_in(plain_smtp, person)
     time.sleep(2.5)
-    page = agent.go(link.group(1))
+    page = agent.go(link)
     assert page.status_code == 400 and "expired or was already used" in page.text
 
 
@@ -385,8 +392,7 @@ def test_same_flow_twice_is_not_mfa(provider, plain_smtp, gateway_server, first,
     elif first == "email-otp":
         choice = agent.submit(page, {"code": email_code(plain_smtp, address(person))})
     else:
-        link = re.search(r"(http://\S+/interaction/link/\S+)", text_of(plain_smtp.mailbox.to(address(person))[-1].message))
-        choice = agent.submit(agent.go(link.group(1)), {})
+        choice = agent.submit(agent.go(link_in(plain_smtp, person)), {})
     assert "One more step" in choice.text
     assert f'name="factor" value="{same_flow}"' not in choice.text
     assert post(agent, choice, "start", {"factor": same_flow}).status_code == 400
@@ -422,7 +428,7 @@ def test_phr_offers_only_webauthn(provider, gateway_server):
     assert offered and offered <= WEBAUTHN
     assert post(agent, choice, "start", {"factor": "sms"}).status_code == 400
     page = post(agent, choice, "start", {"factor": "webauthn-key"})
-    claims = id_token(provider, agent.submit(page, {"credential": __import__("json").dumps(key.get(options_of(page)))}))
+    claims = id_token(provider, agent.submit(page, {"credential": json.dumps(key.get(options_of(page)))}))
     assert claims["acr"] == "phr"
 
 

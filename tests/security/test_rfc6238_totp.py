@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from oidc_provider.authn import totp_codes
 from tests.conftest import BACKENDS, UserAgent, post, start_provider
-from tests.functional.test_totp_recovery import account_page, begin_enrollment, id_token_claims, refused
+from tests.functional.test_totp_recovery import begin_enrollment, id_token_claims, refused
 
 clause = pytest.mark.clause
 

@@ -324,7 +324,8 @@ def test_registration_of_a_taken_credential_id_is_refused(provider, person, orig
     victim = enrolled(provider, person, origin)
     mallory = signed_in(provider, provider.add_user())
     options, csrf = registration_options(mallory, "webauthn-key")
-    registration_refused(mallory, csrf, SoftAuthenticator(origin).create(options, credential_id=only_credential(victim).id))
+    taken = only_credential(victim).id
+    registration_refused(mallory, csrf, SoftAuthenticator(origin).create(options, credential_id=taken))
     agent, page = webauthn_step(provider, person, "webauthn-key")
     claims = claims_of(provider, answer(agent, page, victim.get(options_of(page))))
     assert claims["sub"] == person["sub"]

@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
-from .acr import achieved_acr, amr_values
+from .acr import achieved_acr, amr_values, level_met
 
 COOKIE = "op_session"
 log = logging.getLogger(__name__)
@@ -79,11 +79,22 @@ def current_acr(op, context, now: float | None = None) -> str | None:
     if not context.factors:
         return context.acr
     factors = [FactorUse(**use) for use in context.factors]
+    now = now or time.time()
     requested = next((level for level in op.levels if level.value == context.acr), None)
-    acr = achieved_acr(op.levels, factors, now or time.time(), op.settings.single_factor_acr, requested)
+    acr = achieved_acr(op.levels, factors, now, op.settings.single_factor_acr, requested)
     ranks = {level.value: level.rank for level in op.levels}
     if acr in ranks and (context.acr not in ranks or ranks[acr] > ranks[context.acr]):
-        return context.acr
+        if context.acr not in ranks:
+            return context.acr
+        # Capped at the first claim, which counts only while it still holds (its max_age may have
+        # passed while a higher level still holds): else the best lower level that does.
+        held = [level for level in op.levels if level.rank <= ranks[context.acr] and level_met(level, factors, now)]
+        if requested in held:
+            return requested.value
+        if held:
+            return max(held, key=lambda level: level.rank).value
+        single = op.settings.single_factor_acr
+        return None if single in ranks else single
     return acr
 
 

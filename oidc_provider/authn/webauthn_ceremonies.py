@@ -103,6 +103,19 @@ def parse_credential(raw: str) -> dict:
     return credential
 
 
+def refuse_framed(credential: dict) -> None:
+    """WebAuthn Level 3 7.1 step 10 and 7.2 step 14 (topOrigin), and crossOrigin (5.8.1): our pages
+    refuse to be framed (frame-ancestors 'none'), so we never expect a ceremony run inside
+    another origin's frame; py_webauthn leaves these fields to the relying party."""
+    try:
+        client_data = json.loads(from_b64url(credential["response"]["clientDataJSON"]))
+    except (KeyError, TypeError, ValueError):  # malformed: the library refuses it
+        return
+    if isinstance(client_data, dict) and (client_data.get("crossOrigin") not in (None, False)
+                                          or "topOrigin" in client_data):
+        raise CeremonyFailed("ceremony ran in a cross-origin frame (crossOrigin or topOrigin)")
+
+
 class RelyingParty:
     """This provider as a WebAuthn relying party."""
 
@@ -156,6 +169,7 @@ class RelyingParty:
 
     def verify_registration(self, kind: str, raw: str, challenge: str) -> NewCredential:
         credential = parse_credential(raw)
+        refuse_framed(credential)
         try:
             verified = verify_registration_response(
                 credential=credential, expected_challenge=from_b64url(challenge), expected_rp_id=self.id,
@@ -203,6 +217,7 @@ class RelyingParty:
 
     def verify_authentication(self, kind: str, credential: dict, challenge: str, public_key: str) -> Assertion:
         """Everything of 7.2 except the sign count, which the caller compares (see the module doc)."""
+        refuse_framed(credential)
         try:
             verified = verify_authentication_response(
                 credential=credential, expected_challenge=from_b64url(challenge), expected_rp_id=self.id,

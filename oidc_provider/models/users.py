@@ -40,6 +40,8 @@ class User(db.Model):
     def find_by_login(cls, login: str) -> User | None:
         """A login name is the username or the primary email address."""
         login = login.strip()
+        if "\x00" in login:  # no account has one, and PostgreSQL text cannot even compare it
+            return None
         if "@" in login:
             return db.session.execute(db.select(cls).filter_by(email=login.lower())).scalar_one_or_none()
         return db.session.execute(db.select(cls).filter_by(username=login)).scalar_one_or_none()
@@ -47,6 +49,8 @@ class User(db.Model):
     @classmethod
     def find_by_phone(cls, number: str) -> User | None:
         """The account whose *verified* phone number this is (numbers are not unique until verified)."""
+        if "\x00" in number:
+            return None
         rows = db.session.execute(
             db.select(cls).filter_by(phone_number=number.strip(), phone_number_verified=True)
         ).scalars().all()

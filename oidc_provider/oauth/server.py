@@ -6,11 +6,13 @@ extension, as Authlib intends. Nothing here renders HTML.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import (InvalidGrantError, InvalidRequestError, OAuth2Error, OAuth2Request,
+                                    UnsupportedResponseTypeError, grants)
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -342,7 +344,26 @@ class ClientCredentialsGrant(_Issuing, grants.ClientCredentialsGrant):
         )
 
 
+RESPONSE_TYPE = re.compile(r"[A-Za-z0-9_]+(?: [A-Za-z0-9_]+)*")  # RFC 6749 3.1.1
+
+
 class Server(AuthorizationServer):
+    def get_authorization_grant(self, request):
+        """Authlib quotes an unsupported response_type in error_description, where RFC 6749 5.2
+        allows no quote, control or non-ASCII character (Authlib then raises ValueError: a 500).
+        A value outside the response-type syntax gets the same error without the quote."""
+        response_type = request.payload.response_type
+        if not response_type or RESPONSE_TYPE.fullmatch(response_type):
+            return super().get_authorization_grant(request)
+        client = self.query_client(request.payload.client_id) if request.payload.client_id else None
+        redirect_uri = None  # RFC 6749 4.1.2.1: redirect only to a redirect_uri checked for the client
+        if client is not None:
+            asked = request.payload.redirect_uri
+            redirect_uri = (asked if client.check_redirect_uri(asked) else None) if asked \
+                else client.get_default_redirect_uri()
+        raise UnsupportedResponseTypeError("The response type is not supported by the server.",
+                                           redirect_uri=redirect_uri)
+
     def create_oauth2_request(self, request):
         """Also accept an already built request: a resumed interaction has no query string."""
         if isinstance(request, OAuth2Request):

@@ -266,6 +266,10 @@ def _send(record, client, factor, user, login_name):
     except DeliveryError as exc:
         current_app.logger.warning("delivery of %s failed: %s", factor.id, exc)
         return _render_step(record, client, error="delivery_failed", status=503)
+    if _signed_in_user(record)[0] is None:
+        # Until the person has proven who they are, the page must not show where the code went:
+        # a masked address appears only for existing accounts (OWASP ASVS 5.0 V6.3.8).
+        result = {**result, "sent_to": None}
     record["pending"] = {
         "challenge": None, "sent_to": None, **result,
         "factor": factor.id, "kind": factor.kind, "login": login_name,

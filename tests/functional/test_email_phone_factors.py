@@ -61,7 +61,7 @@ def finish(provider, agent, page, verifier=None) -> dict:
 
 def test_email_otp_signs_in_without_a_password(provider, person, plain_smtp, agent):
     page = start(agent, "email-otp", person["username"])
-    assert page.status_code == 200 and "We sent a code to" in page.text and "@example.com" in page.text
+    assert page.status_code == 200 and f"If an account exists for <strong>{person['username']}</strong>" in page.text
     claims = finish(provider, agent, agent.submit(page, {"code": email_code(plain_smtp, f"{person['username']}@example.com")}))
     assert claims["sub"] == person["sub"] and claims["amr"] == ["eml"] and "acr" not in claims
 
@@ -172,7 +172,7 @@ def test_an_email_code_does_not_pass_the_sms_step(provider, person, plain_smtp, 
     page = start(agent, "email-otp", person["username"])
     email = email_code(plain_smtp, f"{person['username']}@example.com")
     sms_page = post(agent, post(agent, page, "restart"), "start", {"login": person["username"], "factor": "sms"})
-    assert "We sent a code to" in sms_page.text
+    assert "we sent it a code" in sms_page.text
     assert agent.submit(sms_page, {"code": email}).status_code == 401
     assert agent.submit(sms_page, {"code": sms_code(gateway_server, person["phone"])}).status_code == 302
 
@@ -238,7 +238,7 @@ def test_delivery_failure_is_explained_and_costs_nothing(provider, person, gatew
     assert failed.status_code == 503 and "could not send" in failed.text
     gateway.status = 200
     page = post(agent, failed, "start", {"login": person["username"], "factor": "sms"})  # at once: no cool-down
-    assert page.status_code == 200 and "We sent a code to" in page.text
+    assert page.status_code == 200 and "we sent it a code" in page.text
     assert agent.submit(page, {"code": sms_code(gateway, person["phone"])}).status_code == 302
 
 

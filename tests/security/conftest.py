@@ -37,4 +37,30 @@ def verify_jwt(provider, token, audience, algorithms=("RS256", "ES256")):
     return jwt.decode(token, key.key, algorithms=list(algorithms), audience=audience, issuer=provider.url)
 
 
-__all__ = ["callback_params", "code_for", "redeem", "tokens_for", "verify_jwt"]
+def submit_once(agent, page, fields: dict):
+    """Post the page's form like UserAgent.submit, but answer the first response (its
+    Set-Cookie headers), without following redirects."""
+    import html
+    import re
+
+    hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+    data = {name: html.unescape(value) for name, value in hidden}
+    return agent.http.post(agent.form_action(page), data={**data, **fields}, allow_redirects=False, timeout=30)
+
+
+def set_cookies(response) -> dict[str, str]:
+    """Cookie name -> its whole Set-Cookie header, as the browser got it."""
+    return {header.split("=", 1)[0]: header for header in response.raw.headers.getlist("Set-Cookie")}
+
+
+def cookie_attributes(header: str) -> dict[str, str]:
+    """The attributes of one Set-Cookie header, lower-cased names ("httponly": "")."""
+    attributes = {}
+    for part in header.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        attributes[name.lower()] = value
+    return attributes
+
+
+__all__ = ["callback_params", "code_for", "cookie_attributes", "redeem", "set_cookies", "submit_once",
+           "tokens_for", "verify_jwt"]

@@ -50,10 +50,24 @@ def select_locale() -> str:
     chosen = getattr(g, "ui_locale", None)
     if chosen:
         return chosen
-    asked = negotiate(request.args.get("ui_locales"))
+    asked = negotiate(request.args.get("ui_locales") or _form_value("ui_locales"))
     if asked:
         return asked
-    return request.accept_languages.best_match(SUPPORTED) or DEFAULT
+    for tag, _quality in request.accept_languages:  # most preferred first; en-GB before a lower de
+        found = negotiate(tag)
+        if found:
+            return found
+    return DEFAULT
+
+
+def _form_value(name: str) -> str | None:
+    """A posted form field (POST /oidc/auth, the logout confirmation), never failing."""
+    if request.method != "POST" or request.mimetype != "application/x-www-form-urlencoded":
+        return None
+    try:
+        return request.form.get(name)
+    except Exception:  # noqa: BLE001 - an oversized or broken body is another handler's error
+        return None
 
 
 def use(locale: str | None) -> None:

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test clean browser interop audit bench bench-compare
+.PHONY: install run serve test clean browser interop audit bench bench-compare messages
 
 install: $(STAMP)
 
@@ -56,6 +56,13 @@ bench: install
 bench-compare: install
 	cd bench/peer && npm ci --no-audit --no-fund --silent
 	$(BIN)/python -m bench.run --compare
+
+## messages: re-extract the pages' and emails' texts into messages.pot, merge them into every
+## translations/<lang>/LC_MESSAGES/messages.po, and compile the .mo files (commit all three)
+messages: install
+	$(BIN)/pybabel extract --no-location --no-wrap --sort-output --project oidc-provider -F babel.cfg -k _l -k lazy_gettext -o messages.pot oidc_provider
+	$(BIN)/pybabel update --no-fuzzy-matching --no-wrap -i messages.pot -d oidc_provider/translations
+	$(BIN)/pybabel compile --use-fuzzy -d oidc_provider/translations
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -71,6 +71,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .errors import register_error_handlers
     from .security import register_security_headers
     from .extensions import csrf, db
+    from . import i18n
     from .oauth.keys import KeyRing, MasterSecret
     from .observability import ChallengeTracker, configure_logging
     from .observability import init_app as init_observability
@@ -105,6 +106,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     configure_logging(settings.logging)
     db.init_app(app)
     csrf.init_app(app)
+    i18n.init_app(app)  # pages and emails in the user's language (Flask-Babel)
     with app.app_context():
         engine = db.engine
     if engine.dialect.name == "sqlite":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from . import i18n
 from .delivery import DeliveryError
 from .extensions import db
 from .models import Authenticator, FederatedIdentity, User, record_audit
@@ -263,17 +264,37 @@ def _remove(op, user: User, chosen: list[Factor], actor: Actor, reason: str | No
     return {"removed": removed, "notified": notified}
 
 
+# How the user's notice names each removed factor, in the user's language.
+NOTICE_LABELS = {"password": i18n.lazy_gettext("Password"), "totp": i18n.lazy_gettext("Authenticator app"),
+                 "webauthn-key": i18n.lazy_gettext("Security key"),
+                 "webauthn-platform": i18n.lazy_gettext("Device biometrics"),
+                 "passkey": i18n.lazy_gettext("Passkey"), "push": i18n.lazy_gettext("Push device"),
+                 "recovery-code": i18n.lazy_gettext("Recovery codes")}
+
+
+def _notice_label(factor: Factor) -> str:
+    if factor.type == "email":
+        return i18n.gettext("Email address %(address)s", address=factor.detail.get("address", ""))
+    if factor.type == "phone":
+        return i18n.gettext("Phone number %(number)s", number=factor.detail.get("number", ""))
+    kind = str(NOTICE_LABELS.get(factor.type, factor.label))
+    name = (factor.detail or {}).get("name")
+    return i18n.gettext('%(kind)s "%(name)s"', kind=kind, name=name) if name and name != kind else kind
+
+
 def _notify(op, user: User, to: str | None, removed: list[Factor]) -> bool:
     """A notice to the verified address; a failed delivery is logged, the reset stands."""
     if not to:
         return False
-    listed = "\n".join(f"- {factor.label}" for factor in removed)
-    text = (f"An administrator removed these sign-in methods from your account {user.username}:\n\n"
-            f"{listed}\n\nYou can set up sign-in methods again on your account's security page. "
-            "If you did not ask for this, contact your administrator.")
     try:
-        op.delivery.send_email(to, "notice", {"subject": "Sign-in methods removed from your account",
-                                              "text": text})
+        with i18n.speaking(i18n.user_locale(user)):  # no page of the user's: their last sign-in's language
+            listed = "\n".join(f"- {_notice_label(factor)}" for factor in removed)
+            text = (i18n.gettext("An administrator removed these sign-in methods from your account %(username)s:",
+                                 username=user.username) + f"\n\n{listed}\n\n"
+                    + i18n.gettext("You can set up sign-in methods again on your account's security page. "
+                                   "If you did not ask for this, contact your administrator."))
+            op.delivery.send_email(to, "notice", {"subject": i18n.gettext("Sign-in methods removed from your account"),
+                                                  "text": text})
     except DeliveryError as exc:
         log.warning("factor reset notice for user %s not delivered: %s", user.id, exc)
         return False

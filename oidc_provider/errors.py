@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from flask import current_app, jsonify, make_response, render_template, request
+from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -20,60 +21,76 @@ API_PATHS = ("/oidc/token", "/oidc/device_authorization", "/oidc/revoke", "/oidc
              "/oidc/jwks", "/.well-known/", "/oidc/par", "/v1/", "/cis/v1/", "/push/devices/", "/push/challenges",
              "/admin/v1/")
 
+def N_(message: str) -> str:
+    """Marks a message for extraction (pybabel's default keyword); translated when read."""
+    return message
+
+
+class Catalogue(dict):
+    """Messages by stable id, read in the current page's language (i18n.py): `MESSAGES[id]`
+    is the translation, so views and templates need not know about languages."""
+
+    def __getitem__(self, message_id: str) -> str:
+        return gettext(super().__getitem__(message_id))
+
+    def get(self, message_id, default=None):
+        return self[message_id] if message_id in self else default
+
+
 # User-facing messages, catalogued with stable ids (the interaction error family).
-MESSAGES = {
-    "login_failed": "The username or password is not right, or the account cannot sign in now.",
-    "interaction_expired": "This sign-in page has expired. Go back to the application and start again.",
-    "interaction_browser": "This sign-in was started in another browser. Start again from the application.",
-    "invalid_client": "The application that sent you here is not registered with this provider.",
-    "invalid_redirect_uri": "The application asked to send you to an address it has not registered.",
-    "invalid_request": "The request could not be understood.",
-    "logout_redirect": "The application asked to send you to an address it has not registered for logout.",
-    "invalid_id_token_hint": "The logout request carried a token this provider did not issue.",
-    "not_found": "There is nothing at this address.",
-    "method_not_allowed": "This address does not accept that kind of request.",
-    "server_error": "Something went wrong on our side. Please try again.",
-    "csrf": "This form has expired or was not sent by this site. Go back, reload and try again.",
-    "signed_out": "Sign in to an application with this provider first, then come back to this page.",
-    "login_missing": "Enter your username or email address first.",
-    "code_failed": "That code is not right, has expired or was already used. Try again or send a new code.",
-    "rate_limited": "Too many codes were requested. Wait a while before asking for another.",
-    "resend_too_soon": "A code was sent moments ago. Wait a little before asking for another.",
-    "delivery_failed": "We could not send the message just now. Try again, or choose another method.",
-    "link_invalid": "This sign-in link has expired or was already used. Ask for a new one.",
-    "factor_not_allowed": "That method cannot be used for this step. Choose another.",
-    "mfa_unavailable": "This sign-in needs a second method, but the account has none it can use yet "
-                       "(a verified email address and phone number, or another factor).",
-    "totp_failed": "That code is not right or was already used. Wait for the next code in your app and try again.",
-    "recovery_code_failed": "That recovery code is not right or was already used. Check it and try again.",
-    "totp_setup_expired": "This setup has expired. Start again to get a new QR code.",
-    "push_failed": "The sign-in was not approved on your device: it was denied, or no answer came in time. "
-                   "Try again or choose another method.",
-    "push_rate_limited": "Too many approval requests were sent to your devices. Wait a while, or choose "
-                         "another method.",
-    "webauthn_failed": "That security key or passkey was not accepted, or the request expired. "
-                       "Try again, or choose another method.",
-    "webauthn_registration_failed": "The security key or passkey could not be added. Try again, and "
-                                    "answer your browser's prompt when it appears.",
-    "webauthn_kind": "That kind of security key or passkey cannot be added here.",
-    "device_code_invalid": "That code is not right, has expired or was already used. Check the code your "
-                           "device shows, or start again on the device.",
-    "device_code_rate_limited": "Too many codes were tried from here. Wait a while before trying again.",
-    "reauth_required": "For your security, confirm it is you again first: reload this page.",
-    "reset_link_invalid": "This password reset link has expired or was already used. Ask for a new one on the "
-                          "sign-in page.",
-    "reset_other_browser": "Open this link in the browser where you asked to reset your password. "
-                           "Nothing has been changed.",
-    "reset_locked": "This account is locked for now after too many failed attempts, and its password cannot be "
-                    "reset until the lock ends. Try again later.",
-    "password_length": "Choose a password of at least 8 characters (and at most 1024).",
-    "password_mismatch": "The two passwords are not the same. Type the new password twice.",
-    "password_changed": "Your password has been changed and every device signed in to your account has been "
-                        "signed out. Sign in with your new password.",
-    "enrollment_refused": "That method cannot be set up now. Choose one of those offered, or start again.",
-    "phone_invalid": "Enter the number in international format: + and the country code, e.g. +14155550100.",
-    "phone_unusable": "That number cannot be used. Enter another one.",
-}
+MESSAGES = Catalogue({
+    "login_failed": N_("The username or password is not right, or the account cannot sign in now."),
+    "interaction_expired": N_("This sign-in page has expired. Go back to the application and start again."),
+    "interaction_browser": N_("This sign-in was started in another browser. Start again from the application."),
+    "invalid_client": N_("The application that sent you here is not registered with this provider."),
+    "invalid_redirect_uri": N_("The application asked to send you to an address it has not registered."),
+    "invalid_request": N_("The request could not be understood."),
+    "logout_redirect": N_("The application asked to send you to an address it has not registered for logout."),
+    "invalid_id_token_hint": N_("The logout request carried a token this provider did not issue."),
+    "not_found": N_("There is nothing at this address."),
+    "method_not_allowed": N_("This address does not accept that kind of request."),
+    "server_error": N_("Something went wrong on our side. Please try again."),
+    "csrf": N_("This form has expired or was not sent by this site. Go back, reload and try again."),
+    "signed_out": N_("Sign in to an application with this provider first, then come back to this page."),
+    "login_missing": N_("Enter your username or email address first."),
+    "code_failed": N_("That code is not right, has expired or was already used. Try again or send a new code."),
+    "rate_limited": N_("Too many codes were requested. Wait a while before asking for another."),
+    "resend_too_soon": N_("A code was sent moments ago. Wait a little before asking for another."),
+    "delivery_failed": N_("We could not send the message just now. Try again, or choose another method."),
+    "link_invalid": N_("This sign-in link has expired or was already used. Ask for a new one."),
+    "factor_not_allowed": N_("That method cannot be used for this step. Choose another."),
+    "mfa_unavailable": N_("This sign-in needs a second method, but the account has none it can use yet "
+                       "(a verified email address and phone number, or another factor)."),
+    "totp_failed": N_("That code is not right or was already used. Wait for the next code in your app and try again."),
+    "recovery_code_failed": N_("That recovery code is not right or was already used. Check it and try again."),
+    "totp_setup_expired": N_("This setup has expired. Start again to get a new QR code."),
+    "push_failed": N_("The sign-in was not approved on your device: it was denied, or no answer came in time. "
+                   "Try again or choose another method."),
+    "push_rate_limited": N_("Too many approval requests were sent to your devices. Wait a while, or choose "
+                         "another method."),
+    "webauthn_failed": N_("That security key or passkey was not accepted, or the request expired. "
+                       "Try again, or choose another method."),
+    "webauthn_registration_failed": N_("The security key or passkey could not be added. Try again, and "
+                                    "answer your browser's prompt when it appears."),
+    "webauthn_kind": N_("That kind of security key or passkey cannot be added here."),
+    "device_code_invalid": N_("That code is not right, has expired or was already used. Check the code your "
+                           "device shows, or start again on the device."),
+    "device_code_rate_limited": N_("Too many codes were tried from here. Wait a while before trying again."),
+    "reauth_required": N_("For your security, confirm it is you again first: reload this page."),
+    "reset_link_invalid": N_("This password reset link has expired or was already used. Ask for a new one on the "
+                          "sign-in page."),
+    "reset_other_browser": N_("Open this link in the browser where you asked to reset your password. "
+                           "Nothing has been changed."),
+    "reset_locked": N_("This account is locked for now after too many failed attempts, and its password cannot be "
+                    "reset until the lock ends. Try again later."),
+    "password_length": N_("Choose a password of at least 8 characters (and at most 1024)."),
+    "password_mismatch": N_("The two passwords are not the same. Type the new password twice."),
+    "password_changed": N_("Your password has been changed and every device signed in to your account has been "
+                        "signed out. Sign in with your new password."),
+    "enrollment_refused": N_("That method cannot be set up now. Choose one of those offered, or start again."),
+    "phone_invalid": N_("Enter the number in international format: + and the country code, e.g. +14155550100."),
+    "phone_unusable": N_("That number cannot be used. Enter another one."),
+})
 
 
 def wants_json() -> bool:
@@ -127,4 +144,4 @@ def register_error_handlers(app) -> None:
         current_app.logger.exception("unexpected error, incident %s", incident)
         if wants_json():
             return oauth_error("server_error", f"Unexpected error (incident {incident}).", 500)
-        return error_page("server_error", 500, detail=f"Incident {incident}")
+        return error_page("server_error", 500, detail=gettext("Incident %(incident)s", incident=incident))

@@ -13,6 +13,7 @@ import time
 
 from flask import current_app, redirect, request, url_for
 
+from .. import i18n
 from . import chain
 from ..observability import note_step_up
 from .devices import DEVICE_COOKIE, new_device_id
@@ -61,13 +62,16 @@ def consent_needed(op, client, user, scope: str, prompts: set[str], record: dict
 # -- the record ----------------------------------------------------------------------
 
 def create(datalist: dict, client, **fields) -> dict:
-    """A new interaction record (saved by `start`); `fields` mark its kind, e.g. device=..."""
+    """A new interaction record (saved by `start`); `fields` mark its kind, e.g. device=...
+    `locale`: the language of every page of this login, from `ui_locales` (OIDC Core 3.1.2.1);
+    None lets each page follow the browser's Accept-Language."""
     return {
         "uid": secrets.token_urlsafe(24),
         "params": datalist,
         "client_id": client.client_id,
         "created_at": time.time(),
         "browser": secrets.token_urlsafe(24),
+        "locale": i18n.negotiate(" ".join(datalist.get("ui_locales") or [])),
         **fields,
     }
 
@@ -119,6 +123,7 @@ def load_for_browser(uid: str) -> tuple[dict | None, str | None]:
     record = _store().get(f"interaction:{uid}")
     if record is None:
         return None, "interaction_expired"
+    i18n.use(record.get("locale"))  # every page of this login speaks the language it began in
     cookie = request.cookies.get(BROWSER_COOKIE, "")
     if not hmac.compare_digest(cookie.encode(), record["browser"].encode()):
         return None, "interaction_browser"

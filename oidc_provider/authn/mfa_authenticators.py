@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+from ..i18n import gettext
 from ..delivery import spell_digits
 from ..extensions import db
 from ..models import Authenticator, User, confirmed_authenticators, record_audit
@@ -251,7 +252,7 @@ def send_enrollment_code(op, user, channel: str, destination: str, binding: str,
             op.delivery.send_voice(destination, f"Your code to add this phone is {spoken}. Again, {spoken}.")
         else:
             op.delivery.send_email(destination, "otp", {"code": issued.secret, "minutes": minutes,
-                                                        "purpose": "add this address as a sign-in method"})
+                                                        "purpose": gettext("add this address as a sign-in method")})
     except Exception:
         otp.undo_send(issued, factor=kind, binding=binding)
         raise

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 from flask import redirect, request, url_for
 
+from .. import i18n
 from ..models import confirmed_authenticators, record_audit
 from ..settings.clients import Client, ClientConfig
 from .acr import AcrRequestError, mfa_level
@@ -136,6 +137,7 @@ def start(op, session, user, return_to: str):
         "redirect_uri": op.settings.issuer_url + CALLBACK_PATH, "code_challenge": _s256(verifier),
         "code_challenge_method": "S256", "max_age": str(op.settings.account.reauth_max_age),
         "login_hint": user.username,
+        "ui_locales": i18n.current(),  # the sign-in speaks the account page's language
     }
     if level is not None:
         params["acr_values"] = level.value

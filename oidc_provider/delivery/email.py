@@ -1,4 +1,8 @@
-"""Email: Jinja templates rendered to a text + HTML message, sent over SMTP with smtplib."""
+"""Email: Jinja templates rendered to a text + HTML message, sent over SMTP with smtplib.
+
+Templates translate with `_()` and `{% trans %}` in the language being spoken (i18n.py): the
+page's that caused the message, or a `speaking(...)` block's. Text bodies are not trimmed,
+so each translation keeps its own line breaks."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 
+from flask_babel import get_translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from ..i18n import current as current_locale
 from ..settings import ConfigError
 from . import DeliveryError
 
@@ -31,7 +37,12 @@ class EmailTemplates:
     def __init__(self, folder: Path = TEMPLATES):
         # StrictUndefined: a caller that forgets a context key fails loudly, not with a blank code.
         self.env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
-                               autoescape=select_autoescape(["html"]))
+                               autoescape=select_autoescape(["html"]), extensions=["jinja2.ext.i18n"])
+        self.env.install_gettext_callables(
+            gettext=lambda text: get_translations().ugettext(text),
+            ngettext=lambda singular, plural, n: get_translations().ungettext(singular, plural, n),
+            newstyle=True)
+        self.env.globals["current_locale"] = current_locale
 
     def render(self, name: str, context: dict) -> RenderedEmail:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):

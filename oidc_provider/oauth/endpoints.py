@@ -24,6 +24,7 @@ from ..authn.acr import AcrRequestError, parse_acr_request
 from ..authn.session import auth_context
 from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import error_page, oauth_error
+from ..i18n import SUPPORTED as SUPPORTED_LOCALES
 from ..extensions import db
 from ..models import User, record_audit
 from . import backchannel, device, par, request_object
@@ -81,6 +82,7 @@ def discovery_document(op) -> dict:
             "name", "preferred_username", "email", "email_verified", "phone_number", "phone_number_verified",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
+        "ui_locales_supported": list(SUPPORTED_LOCALES),  # the pages' languages (i18n.py)
         "claims_parameter_supported": False,
         "request_uri_parameter_supported": False,  # only PAR's own request_uri values (oauth/par.py)
         "authorization_response_iss_parameter_supported": True,

@@ -59,6 +59,12 @@
     };
   }
 
+  // Messages come translated from the page (data-msg-* on the status element), English otherwise.
+  function text(form, name, english) {
+    const status = form.querySelector("[data-webauthn-status]");
+    return (status && status.dataset[name]) || english;
+  }
+
   function say(form, message) {
     const status = form.querySelector("[data-webauthn-status]");
     if (status) {
@@ -75,7 +81,7 @@
       method: "POST", body: new FormData(form), credentials: "same-origin", headers: { Accept: "application/json" },
     });
     const json = await answer.json();
-    if (!answer.ok) throw new Error(json.message || "The request was refused.");
+    if (!answer.ok) throw new Error(json.message || text(form, "msgRefused", "The request was refused."));
     return creationOptions(json);
   }
 
@@ -94,17 +100,17 @@
     } catch (error) {
       button.disabled = false;
       say(form, error && error.name === "NotAllowedError"
-        ? "The request was cancelled or timed out. Try again, or choose another method."
+        ? text(form, "msgCancelled", "The request was cancelled or timed out. Try again, or choose another method.")
         : error && error.name === "InvalidStateError"
-          ? "This authenticator is already registered."
-          : (error && error.message) || "Something went wrong. Try again.");
+          ? text(form, "msgRegistered", "This authenticator is already registered.")
+          : (error && error.message) || text(form, "msgFailed", "Something went wrong. Try again."));
     }
   }
 
   for (const form of document.querySelectorAll("form[data-webauthn]")) {
     const button = form.querySelector("button[type=submit]");
     if (!window.PublicKeyCredential) {
-      say(form, "This browser cannot use security keys or passkeys.");
+      say(form, text(form, "msgUnsupported", "This browser cannot use security keys or passkeys."));
       continue;
     }
     form.addEventListener("submit", ceremony);

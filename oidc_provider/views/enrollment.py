@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from flask import jsonify, redirect, request, url_for
 
+from ..i18n import lazy_gettext as _l
 from ..authn import chain
 from ..authn import interaction as interactions
 from ..authn.acr import mfa_level
@@ -42,9 +43,9 @@ from . import interaction as steps
 
 bp = steps.bp  # steps of the login interaction: the same blueprint, the same pages' machinery
 
-TITLES = {"totp": "An authenticator app", "sms": "Text messages to your phone",
-          "webauthn-key": "A security key", "webauthn-platform": "This device (fingerprint, face or PIN)",
-          "passkey": "A passkey"}
+TITLES = {"totp": _l("An authenticator app"), "sms": _l("Text messages to your phone"),
+          "webauthn-key": _l("A security key"), "webauthn-platform": _l("This device (fingerprint, face or PIN)"),
+          "passkey": _l("A passkey")}
 WEBAUTHN_KINDS = ("webauthn-key", "webauthn-platform", "passkey")
 PHONE_CHECK = "verify-phone"  # the same one-time code kind as the account's contact page
 MAX_CREDENTIAL = 32_768  # an attestation with its certificate chain stays well below this
@@ -107,7 +108,7 @@ def page(record, client, error=None, status=200):
     state = record.get("enroll") or {}
     if state.get("proving"):  # a WebAuthn credential was registered: its first use comes next
         return steps._page("enroll_prove.html", record, client, status, error,
-                           title=TITLES[state["factor"]])
+                           title=TITLES[state["factor"]], kind=state["factor"])
     found = offer(record)
     if found is None or state.get("user_id", found.user.id) != found.user.id:
         if record.pop("enroll", None) is not None:

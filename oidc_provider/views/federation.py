@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
+from ..i18n import gettext, lazy_gettext as _l
 from ..authn import interaction as interactions
 from ..authn.upstream import PENDING_LIFETIME, UpstreamError, enabled, federation_factor, upstreams, user_for
 from ..errors import error_page
@@ -31,13 +32,13 @@ bp = Blueprint("federation", __name__)
 
 # The messages of this blueprint's pages, by stable id (errors.py keeps the shared ones).
 MESSAGES = {
-    "upstream_unknown": "This way of signing in is not available.",
-    "upstream_failed": "Signing in with {name} did not work. Try again, or choose another way to sign in.",
-    "upstream_declined": "{name} did not confirm the sign-in. Try again, or choose another way to sign in.",
-    "upstream_state": "This answer from the other provider is not for this browser, has expired or was "
-                      "already used. Start again from the application.",
-    "upstream_account": "This account cannot sign in now.",
-    "upstream_other_user": "That account is not the one signing in here. Use the same account for every step.",
+    "upstream_unknown": _l("This way of signing in is not available."),
+    "upstream_failed": _l("Signing in with %(name)s did not work. Try again, or choose another way to sign in."),
+    "upstream_declined": _l("%(name)s did not confirm the sign-in. Try again, or choose another way to sign in."),
+    "upstream_state": _l("This answer from the other provider is not for this browser, has expired or was "
+                         "already used. Start again from the application."),
+    "upstream_account": _l("This account cannot sign in now."),
+    "upstream_other_user": _l("That account is not the one signing in here. Use the same account for every step."),
 }
 
 
@@ -55,7 +56,7 @@ def upstream_buttons(uid: str) -> list[tuple[str, str]]:
     """(label, URL) for each upstream the login page offers."""
     if federation_factor() is None:
         return []
-    return [(f"Continue with {upstream.display_name}", url_for("federation.start", uid=uid, name=name))
+    return [(gettext("Continue with %(name)s", name=upstream.display_name), url_for("federation.start", uid=uid, name=name))
             for name, upstream in upstreams().items()]
 
 
@@ -64,8 +65,8 @@ def _callback_url() -> str:
 
 
 def _problem(message_id: str, status: int, upstream=None, uid: str | None = None):
-    name = upstream.display_name if upstream else "the other provider"
-    return render_template("upstream_error.html", message=MESSAGES[message_id].format(name=name),
+    name = upstream.display_name if upstream else gettext("the other provider")
+    return render_template("upstream_error.html", message=str(MESSAGES[message_id]) % {"name": name},
                            message_id=message_id, uid=uid), status
 
 

@@ -19,12 +19,16 @@ from ..authn import interaction as interactions
 from ..authn.chain import next_choices, usable_factors
 from ..authn.factors import Verification
 from ..authn.lockout import verify_counted
+from ..authn.reauth import ACCOUNT_CLIENT_ID
 from ..authn.otp import SendRefused
 from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.session import FactorUse
 from ..delivery import DeliveryError
 from ..errors import MESSAGES, error_page
 from ..extensions import db
+from .. import i18n
+from ..i18n import gettext
+from ..i18n import lazy_gettext as _l
 from ..models import User, record_audit
 from ..oauth.endpoints import finish_logout, redirect_to_client
 
@@ -35,12 +39,15 @@ PAGES = {"code": "code.html", "link": "link_sent.html"}
 ANSWERED_KINDS = ("code", "webauthn")  # kinds whose answer is posted to /verify
 
 SCOPE_DESCRIPTIONS = {
-    "openid": "Sign you in with your account",
-    "profile": "See your name and username",
-    "email": "See your email address",
-    "phone": "See your phone number",
-    "offline_access": "Keep access while you are away",
+    "openid": _l("Sign you in with your account"),
+    "profile": _l("See your name and username"),
+    "email": _l("See your email address"),
+    "phone": _l("See your phone number"),
+    "offline_access": _l("Keep access while you are away"),
 }
+# What an account lacks for MFA over email and phone (authn/chain.py contact_gaps), as shown.
+GAPS = {"a primary email address": _l("a primary email address"),
+        "a verified phone number": _l("a verified phone number")}
 
 
 def _op():
@@ -90,6 +97,13 @@ def _choices(record, user, usable):
     return next_choices(level, _op().factors.available_for(user), usable, user, time.time())
 
 
+def client_name(client) -> str:
+    """How the pages name a client; the provider's own account client in the page's language."""
+    if client.client_id == ACCOUNT_CLIENT_ID:
+        return gettext("your account settings")
+    return client.config.client_name or client.client_id
+
+
 def _signed_in_user(record):
     """The user of an earlier step of this login (step-up), with the factors that count."""
     session = _session()
@@ -113,7 +127,7 @@ def _page(template, record, client, status=200, error=None, **values):
     trust = _op().settings.trusted_devices
     remember = trust.enabled and record.get("reason") == "login:mfa" and not record.get("reset")
     return render_template(
-        template, uid=record["uid"], client_name=client.config.client_name or client.client_id,
+        template, uid=record["uid"], client_name=client_name(client),
         error=MESSAGES[error] if error else None, remember_days=trust.days if remember else None, **values,
     ), status
 
@@ -179,6 +193,7 @@ def _complete(record, client, user, factor):
     for key in ("pending", "link_confirmed", "reset", "enroll", "notice"):
         record.pop(key, None)
     record["sub"] = user.id
+    i18n.remember(user)  # the language of notices sent without a page (committed with the audit)
     if request.form.get("remember") == "on":  # "remember this device", asked on a later step
         record["remember"] = True
     interactions.save(record)
@@ -205,7 +220,8 @@ def _cannot_meet(record, client, gaps):
     if record.get("essential"):
         return _deny(record, client, "unmet_authentication_requirements",
                      "The user has no factor that meets the essential acr.")
-    return error_page("mfa_unavailable", 403, detail=f"Missing: {' and '.join(gaps)}." if gaps else None)
+    missing = gettext(" and ").join(str(GAPS.get(gap, gap)) for gap in gaps)
+    return error_page("mfa_unavailable", 403, detail=gettext("Missing: %(what)s.", what=missing) if gaps else None)
 
 
 def _leave_reset(record) -> None:
@@ -354,11 +370,20 @@ def _find_link(token: str):
     return found if factor is not None and factor.kind == "link" else None
 
 
+def _speak_as_login(uid: str):
+    """The interaction a link belongs to (or None); its pages, opened anywhere, speak its language."""
+    record = _op().store.get(f"interaction:{uid}")
+    i18n.use((record or {}).get("locale"))
+    return record
+
+
 @bp.get("/interaction/link/<token>")
 def link(token: str):
     """A GET only shows a button: mail scanners that fetch links must not use them up."""
-    if _find_link(token) is None:
+    found = _find_link(token)
+    if found is None:
         return error_page("link_invalid", 400)
+    _speak_as_login(found[1]["binding"])
     return render_template("link_confirm.html", token=token,
                            action=url_for("interaction.confirm_link", token=token))
 
@@ -370,7 +395,7 @@ def confirm_link(token: str):
     if found is None:
         return error_page("link_invalid", 400)
     challenge, challenge_record = found
-    record = op.store.get(f"interaction:{challenge_record['binding']}")
+    record = _speak_as_login(challenge_record["binding"])
     factor = op.factors.get(challenge_record["factor"])
     user = db.session.get(User, challenge_record["user_id"])
     context = {"binding": challenge_record["binding"], "challenge": challenge}

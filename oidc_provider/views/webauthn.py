@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 
+from ..i18n import lazy_gettext as _l
 from ..authn.factors.webauthn import (KIND_IDS, RegistrationRefused, clean_name, finish_registration,
                                       start_registration, user_credentials)
 from ..errors import MESSAGES, error_page
@@ -22,8 +23,8 @@ from .account import changed, sensitive, signed_in, when
 
 bp = Blueprint("webauthn", __name__, url_prefix="/account/security/webauthn")
 
-KIND_TITLES = {"webauthn-key": "Security key", "webauthn-platform": "This device (fingerprint, face, PIN)",
-               "passkey": "Passkey"}
+KIND_TITLES = {"webauthn-key": _l("Security key"), "webauthn-platform": _l("This device (fingerprint, face, PIN)"),
+               "passkey": _l("Passkey")}
 MAX_CREDENTIAL = 32_768  # an attestation with its certificate chain stays well below this
 
 

@@ -8,6 +8,7 @@ callback, so the generic begin/verify steps of the sign-in pages never drive it.
 
 from __future__ import annotations
 
+from ...i18n import gettext
 from ..otp import SendRefused
 from . import Verification
 
@@ -29,7 +30,7 @@ class UpstreamFactor:
     @property
     def label(self) -> str:
         names = [config.display_name or name for name, config in self.settings.upstreams.items()]
-        return f"Continue with {' or '.join(names) if names else 'another provider'}"
+        return gettext("Continue with %(name)s", name=gettext(" or ").join(names) if names else gettext("another provider"))
 
     def available_for(self, user) -> bool:
         # Never offered as a step of the generic pages: each upstream has its own button.

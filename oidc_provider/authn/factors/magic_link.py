@@ -8,6 +8,7 @@ continues by itself), and never signs the other browser in.
 
 from __future__ import annotations
 
+from ...i18n import lazy_gettext as _l
 from .codes import CodeFactor, ToVerifiedEmail
 
 
@@ -18,7 +19,7 @@ class MagicLinkFactor(ToVerifiedEmail, CodeFactor):
     amr = "eml"
     flow = "email"
 
-    label = "Email me a sign-in link"
+    label = _l("Email me a sign-in link")
 
     def __init__(self, op):
         super().__init__(op)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ...i18n import lazy_gettext as _l
 from . import Verification
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1
@@ -33,7 +34,7 @@ class PasswordFactor:
     failure_message = "login_failed"
     usernameless = False
     first_factor = True
-    label = "Password"
+    label = _l("Password")
 
     def __init__(self, op):
         self.store = op.store

@@ -32,6 +32,7 @@ import time
 from joserfc import jws
 from joserfc.jwk import ECKey
 
+from ...i18n import lazy_gettext as _l
 from ...extensions import db
 from ...models import Authenticator, User, confirmed_authenticators, record_audit
 from ...push_gateway import build_push_gateway, notify_devices
@@ -116,7 +117,7 @@ class PushFactor:
     failure_message = "push_failed"
     usernameless = False
     first_factor = False  # a second factor: the device approves a login someone started
-    label = "Approve on my phone"
+    label = _l("Approve on my phone")
 
     def __init__(self, op):
         self.op = op

@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 
+from ...i18n import gettext, lazy_gettext as _l, ngettext
 from ...delivery import DeliveryError
 from ...extensions import db
 from ...models import Authenticator, record_audit
@@ -65,8 +66,8 @@ class RecoveryCodeFactor:
     usernameless = False
     first_factor = False
     inputmode = "text"  # codes have letters: a full keyboard on phones
-    label = "Use a recovery code"
-    prompt = "Enter one of the recovery codes you saved. Each code works only once."
+    label = _l("Use a recovery code")
+    prompt = _l("Enter one of the recovery codes you saved. Each code works only once.")
     # letters, digits, spaces and dashes; "\-" so it is valid under the pattern attribute's v flag
     pattern = r"[A-Za-z0-9 \-]*"
 
@@ -155,12 +156,14 @@ class RecoveryCodeFactor:
         """A notice to the account's address; a failed delivery never fails the sign-in."""
         if not user.email:
             return
-        more = ("Generate a new set on your account's security page soon."
-                if self.is_low(left) else "You can generate a new set on your account's security page.")
-        text = (f"A recovery code was just used to sign in to your account. {left} unused "
-                f"code{'' if left == 1 else 's'} remain. {more}\n\n"
-                "If this was not you, sign in, generate new recovery codes and change your password now.")
+        more = (gettext("Generate a new set on your account's security page soon.")
+                if self.is_low(left) else gettext("You can generate a new set on your account's security page."))
+        text = (ngettext("A recovery code was just used to sign in to your account. %(num)d unused code remains.",
+                         "A recovery code was just used to sign in to your account. %(num)d unused codes remain.",
+                         left) + " " + more + "\n\n"
+                + gettext("If this was not you, sign in, generate new recovery codes and change your password now."))
         try:
-            self.delivery.send_email(user.email, "notice", {"subject": "A recovery code was used", "text": text})
+            self.delivery.send_email(user.email, "notice", {"subject": gettext("A recovery code was used"),
+                                                            "text": text})
         except DeliveryError as exc:
             log.warning("recovery code notice for user %s not delivered: %s", user.id, exc)

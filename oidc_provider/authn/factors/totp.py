@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func
 
+from ...i18n import lazy_gettext as _l
 from ...extensions import db
 from ...models import Authenticator, confirmed_authenticators, record_audit
 from .. import totp_codes
@@ -37,8 +38,8 @@ class TotpFactor:
     failure_message = "totp_failed"
     usernameless = False
     first_factor = False  # a code alone does not say whose account it is
-    label = "Use your authenticator app"
-    prompt = "Open your authenticator app and enter the code it shows for this account."
+    label = _l("Use your authenticator app")
+    prompt = _l("Open your authenticator app and enter the code it shows for this account.")
     pattern = "[0-9 ]*"
 
     def __init__(self, op):

@@ -1,5 +1,6 @@
 """Voice OTP (`voice`): the same kind of code, read out by a voice gateway's call."""
 
+from ...i18n import lazy_gettext as _l
 from ...delivery import spell_digits
 from .codes import CodeFactor, ToVerifiedPhone
 
@@ -8,7 +9,7 @@ class VoiceOtpFactor(ToVerifiedPhone, CodeFactor):
     id = "voice"
     amr = "tel"
     flow = "phone"
-    label = "Call me with a code"
+    label = _l("Call me with a code")
 
     def deliver(self, destination, secret, context):
         spoken = spell_digits(secret)

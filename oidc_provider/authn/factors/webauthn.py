@@ -18,6 +18,7 @@ import hmac
 import logging
 import time
 
+from ...i18n import lazy_gettext as _l
 from ...extensions import db
 from ...models import Authenticator, confirmed_authenticators, record_audit
 from ..webauthn_ceremonies import CeremonyFailed, RelyingParty, b64url, new_challenge, parse_credential
@@ -195,20 +196,20 @@ class WebAuthnFactor:
 
 class SecurityKeyFactor(WebAuthnFactor):
     id = "webauthn-key"
-    label = "Use a security key"
-    instruction = "Insert or touch your security key when your browser asks."
+    label = _l("Use a security key")
+    instruction = _l("Insert or touch your security key when your browser asks.")
 
 
 class PlatformFactor(WebAuthnFactor):
     id = "webauthn-platform"
-    label = "Use this device (fingerprint, face, PIN)"
-    instruction = "Confirm with your fingerprint, face or device PIN when your browser asks."
+    label = _l("Use this device (fingerprint, face, PIN)")
+    instruction = _l("Confirm with your fingerprint, face or device PIN when your browser asks.")
 
 
 class PasskeyFactor(WebAuthnFactor):
     id = "passkey"
-    label = "Sign in with a passkey"
-    instruction = "Choose your passkey when your browser asks, and unlock it."
+    label = _l("Sign in with a passkey")
+    instruction = _l("Choose your passkey when your browser asks, and unlock it.")
     usernameless = True
     first_factor = True
 

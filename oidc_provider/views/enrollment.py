@@ -214,6 +214,8 @@ def _enrolled(record, client, user, factor, **detail):
 class _Check:
     """An enrollment's confirmation, counted by the account lockout like any factor's answer."""
 
+    kind = "enrollment"  # what metrics read of a factor (observability.counts_answers)
+
     def __init__(self, factor_id: str, check):
         self.id, self._check = factor_id, check
 

@@ -29,7 +29,8 @@ LIFETIME = 4  # seconds, of access and ID tokens: short, so the retired key's en
 def instances(tmp_path_factory):
     port = _free_port()
     home = production_home(tmp_path_factory.mktemp("rotation"), f"http://127.0.0.1:{port}",
-                           {"lifetimes": {"access_token": LIFETIME, "id_token": LIFETIME}})
+                           {"lifetimes": {"access_token": LIFETIME, "id_token": LIFETIME},
+                            "mfa_api": {"access_token_lifetime": LIFETIME}})  # its resource's tokens too
     served = []
     try:
         served.append(serve(home, port))

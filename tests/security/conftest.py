@@ -8,7 +8,6 @@ test_every_case_names_its_clause in test_suite_shape.py).
 from __future__ import annotations
 
 import jwt
-import pytest
 
 from tests.conftest import REDIRECT, callback_params, pkce_pair, token_request
 

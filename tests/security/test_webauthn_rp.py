@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import UserAgent, callback_params, post, start_provider
-from tests.unit.test_webauthn import (BASE, answer, audit, claims_of, finish, last_failure, options_of, refused,
+from tests.unit.test_webauthn import (BASE, answer, with_key, audit, claims_of, finish, last_failure, options_of, refused,
                                       register, registration_options, signed_in, webauthn_step)
 from tests.unit.webauthn_authenticator import UP, UV, SoftAuthenticator, b64url
 
@@ -80,8 +80,8 @@ def signs_in(agent, page, assertion) -> bool:
 
 @clause("WebAuthn L3 7.2 step 5: a credential not in allowCredentials is refused")
 def test_credential_not_offered_is_refused(provider, person, origin):
-    enrolled(provider, person, origin)
-    passkey = enrolled(provider, person, origin, kind="passkey")  # the same person's, but another factor's
+    key = enrolled(provider, person, origin)
+    passkey = with_key(provider, person, origin, kind="passkey", using=key)  # the same person's, another factor's
     agent, page = webauthn_step(provider, person, "webauthn-key")
     request = options_of(page)
     assert only_credential(passkey).id_b64 not in [c["id"] for c in request["allowCredentials"]]

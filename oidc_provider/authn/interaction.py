@@ -117,7 +117,7 @@ def load_for_browser(uid: str) -> tuple[dict | None, str | None]:
     if not uid or len(uid) > 64:
         return None, "interaction_expired"
     record = _store().get(f"interaction:{uid}")
-    if record is None:
+    if record is None or _expires_at(record) <= time.time():  # the store's expiry runs on its own clock
         return None, "interaction_expired"
     cookie = request.cookies.get(BROWSER_COOKIE, "")
     if not hmac.compare_digest(cookie.encode(), record["browser"].encode()):

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test clean browser interop audit bench bench-compare messages
+.PHONY: install run serve test clean browser faketime interop audit bench bench-compare messages
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ serve: install
 	$(BIN)/oidc-provider serve --host $(HOST) --port $(PORT) --threads $(THREADS) $(if $(WORKERS),--workers $(WORKERS))
 
 ## test: the whole suite (PostgreSQL, Redis and browser tests skip locally without them, fail in CI)
-test: install browser interop audit
+test: install browser faketime interop audit
 	$(BIN)/python -m pytest
 
 ## interop: outside client libraries (npm) that the interoperability tests drive
@@ -47,6 +47,12 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is not installed and this is not root: the browser tests will skip"; fi; }
+
+## faketime: libfaketime, with which the fault tests move a served provider's clock
+faketime:
+	@ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; \
+	  else echo "libfaketime is not installed and this is not root: the clock fault tests will skip"; fi; }
 
 ## bench: our provider in production shape (PostgreSQL, Redis, the production WSGI server) under load
 bench: install

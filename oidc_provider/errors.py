@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # Paths whose clients are programs: they get JSON errors, never pages.
 API_PATHS = ("/oidc/token", "/oidc/device_authorization", "/oidc/revoke", "/oidc/introspect", "/oidc/userinfo",
              "/oidc/jwks", "/.well-known/", "/oidc/par", "/v1/", "/cis/v1/", "/push/devices/", "/push/challenges",
-             "/admin/v1/")
+             "/admin/v1/", "/mfa/", "/oauth/")
 
 def N_(message: str) -> str:
     """Marks a message for extraction (pybabel's default keyword); translated when read."""
@@ -111,8 +111,46 @@ def error_page(message_id: str, status: int = 400, detail: str | None = None):
     )
 
 
+RETRY_AFTER = "5"  # seconds a client waits before trying again when a dependency is down
+
+
+def outage_errors() -> tuple[type[Exception], ...]:
+    """What the Redis client and the database driver raise when their server cannot be reached
+    (down, restarting, failing over, a dropped connection): transient, so the answer is a 503."""
+    from redis import exceptions as redis_errors
+    from sqlalchemy import exc as sql_errors
+
+    return (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterDownError,
+            redis_errors.ReadOnlyError, sql_errors.OperationalError, sql_errors.InterfaceError,
+            sql_errors.TimeoutError)
+
+
+def unavailable(exc: Exception):
+    """The ephemeral store or the database is unreachable: a retryable 503 in the path's own
+    format (`temporarily_unavailable`, RFC 6749 4.1.2.1), never a traceback. The request's
+    database transaction is rolled back, so nothing of it is half written."""
+    from .extensions import db
+
+    log.warning("dependency unavailable (%s): %s", exc.__class__.__name__, exc, exc_info=exc)
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection may be gone too; the session is discarded anyway
+        pass
+    if wants_json():
+        response = oauth_error("temporarily_unavailable",
+                               "The service is briefly unavailable. Try again in a few seconds.", 503)
+    else:
+        response = make_response(error_page("server_error", 503))
+    response.headers["Retry-After"] = RETRY_AFTER
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def register_error_handlers(app) -> None:
     from flask_wtf.csrf import CSRFError
+
+    for error in outage_errors():  # more specific than Exception, so these win over `unexpected`
+        app.register_error_handler(error, unavailable)
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc):

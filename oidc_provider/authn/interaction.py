@@ -121,7 +121,7 @@ def load_for_browser(uid: str) -> tuple[dict | None, str | None]:
     if not uid or len(uid) > 64:
         return None, "interaction_expired"
     record = _store().get(f"interaction:{uid}")
-    if record is None:
+    if record is None or _expires_at(record) <= time.time():  # the store's expiry runs on its own clock
         return None, "interaction_expired"
     i18n.use(record.get("locale"))  # every page of this login speaks the language it began in
     cookie = request.cookies.get(BROWSER_COOKIE, "")

@@ -9,9 +9,10 @@ user's login at that client.
 It lives `mfa_api.mfa_token_lifetime` seconds (10 minutes, as Auth0's); the record is kept
 an hour longer only so that a late use is told "expired" rather than "malformed". Every
 answer checked with it (an OTP, a binding code, a recovery code) is counted first, in one
-atomic increment: after `max_attempts` wrong answers it is dead. A success takes it from
-the store (single use, also under concurrent requests); a login that still needs more
-gets a new one.
+atomic increment: after `max_attempts` answers it is dead. The counter alone says so (the
+record stays until it expires), so a right answer counted within the limit still wins a race
+with later ones. A success takes it from the store (single use, also under concurrent
+requests); a login that still needs more gets a new one.
 
 Out-of-band codes (`oob_code`, from /mfa/challenge and /mfa/associate) are opaque too and
 kept the same way, each bound to the holder (login or access token) that asked for it.
@@ -98,17 +99,17 @@ class MfaTokens:
         if record is None:
             raise MfaTokenError(*MALFORMED)
         login = MfaLogin(**record)
+        if int(self.store.get(TRIES.format(login.key)) or 0) > self.max_attempts:
+            raise MfaTokenError(*MALFORMED)  # dead after too many answers
         if login.expires_at <= time.time():
             raise MfaTokenError(*EXPIRED)
         return login
 
     def count_attempt(self, holder_key: str) -> bool:
-        """Count one answer before it is checked; False (and the login dead) past the limit."""
-        tries = self.store.incr(TRIES.format(holder_key), self.lifetime + GRACE)
-        if tries > self.max_attempts:
-            self.store.delete(LOGIN.format(holder_key))
-            return False
-        return True
+        """Count one answer before it is checked; False (and the login dead) past the limit. The
+        counter alone kills it: deleting the login would also fail a right answer counted within
+        the limit and still being checked."""
+        return self.store.incr(TRIES.format(holder_key), self.lifetime + GRACE) <= self.max_attempts
 
     def finish(self, login: MfaLogin) -> bool:
         """Use the login up; of concurrent successes exactly one gets True."""

@@ -106,15 +106,16 @@ class OneTimeSecrets:
         record = self.store.get(key)
         if record is None:
             return Verification(False, "expired, used or replaced")
+        if record["expires_at"] <= time.time():  # by this server's clock, whatever the store's says
+            return Verification(False, "expired")
         if (record["user_id"], record["factor"], record["binding"]) != (user_id, factor, binding):
             return Verification(False, "challenge of another user, factor or login")
-        tries = self.store.incr(f"otp-tries:{challenge}", self.settings.link_lifetime)
+        # The counter alone ends the code: every try past the limit is refused. Deleting the code
+        # here would also fail a right answer counted within the limit and still in flight.
+        tries = self.store.incr(f"otp-tries:{challenge}", max(self.settings.lifetime, self.settings.link_lifetime))
         if tries > self.settings.max_attempts:
-            self.store.delete(key)
             return Verification(False, "too many attempts")
         if not hmac.compare_digest(self._hash(secret.strip()), record["secret_hash"]):
-            if tries == self.settings.max_attempts:
-                self.store.delete(key)  # that was the last try: the code is dead
             return Verification(False, "wrong code")
         if self.store.take(key) is None:
             return Verification(False, "used concurrently")

@@ -190,13 +190,14 @@ class TokenService:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()
 
     def claim_refresh_token(self, row: RefreshToken) -> bool:
-        """Mark the token rotated; of concurrent uses exactly one gets True."""
+        """Mark the token rotated; of concurrent uses exactly one gets True. Not committed here:
+        the successor's INSERT commits it, so the rotation is one transaction and a failure in
+        between (the database gone) leaves the old token working rather than both dead."""
         result = db.session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
             .values(rotated_at=int(time.time()))
         )
-        db.session.commit()
         return result.rowcount == 1
 
     # -- revoking --------------------------------------------------------------------

@@ -9,5 +9,7 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects keep their loaded values after a commit: a request reads what it loaded or wrote,
+# instead of re-SELECTing every row it touches after each commit (sessions are per request).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 csrf = CSRFProtect()

@@ -212,11 +212,16 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         tokens.revoke_access_token(access_jti_for(code_hash), int(time.time()) + lifetime)
 
     def delete_authorization_code(self, authorization_code):
-        """Spent, not forgotten: a later replay must still find what to revoke (RFC 6749 4.1.2)."""
+        """Spent, not forgotten: a later replay must still find what to revoke (RFC 6749 4.1.2).
+        Called once the tokens are stored; a replay that raced this exchange may have missed
+        them, so the use count is read again (one round trip for the three commands)."""
         code = authorization_code
         spent = {"client_id": code.client_id, "resources": list(code.resources)}
-        self.op.store.set(f"code-spent:{code.code_hash}", spent, self.op.settings.lifetimes.refresh_token)
-        self.op.store.delete(f"code:{code.code_hash}")
+        lifetime = self.op.settings.lifetimes.refresh_token
+        batch = self.op.store.batch().set(f"code-spent:{code.code_hash}", spent, lifetime)
+        *_, uses = batch.delete(f"code:{code.code_hash}").incr(f"code-uses:{code.code_hash}", lifetime).run()
+        if uses > 2:
+            self._revoke_code_grant(code.code_hash, code.resources, self.client)
 
     def authenticate_user(self, authorization_code):
         user = db.session.get(User, authorization_code.sub)
@@ -224,7 +229,7 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         code: AuthorizationCode = self.request.authorization_code
-        token = self.op.tokens.issue(
+        return self.op.tokens.issue(
             Issue(
                 client=self.client,
                 grant_type="authorization_code",
@@ -239,10 +244,6 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
                 dpop_jkt=self.dpop_jkt,
             )
         )
-        # A replay that raced this exchange may have missed what we just stored: check again.
-        if self.op.store.incr(f"code-uses:{code.code_hash}", 60) > 2:
-            self._revoke_code_grant(code.code_hash, code.resources, self.client)
-        return token
 
 
 class OpenIDCodeExtension:
@@ -265,7 +266,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         tokens = self.op.tokens
-        row = tokens.find_refresh_token(refresh_token)
+        row, self.token_user = tokens.find_refresh_token_and_user(refresh_token)
         if row is None:
             return None
         if row.rotated_at is not None or row.revoked_at is not None:
@@ -274,7 +275,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
         return row if tokens.refresh_token_is_live(row) else None
 
     def authenticate_user(self, refresh_token):
-        user = db.session.get(User, refresh_token.user_id)
+        user = self.token_user  # loaded with the token
         return user if user and not user.disabled else None
 
     def revoke_old_credential(self, refresh_token):

@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import update
 
 from ..extensions import db
-from ..models import RefreshToken
+from ..models import RefreshToken, User
 
 
 def sha256_hex(value: str) -> str:
@@ -186,17 +186,29 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
+    def find_refresh_token_and_user(self, value: str) -> tuple[RefreshToken | None, User | None]:
+        """The stored token and its user in one query: the refresh grant needs both."""
+        if not value or len(value) > 512:
+            return None, None
+        row = db.session.execute(
+            db.select(RefreshToken, User).outerjoin(User, User.id == RefreshToken.user_id)
+            .filter(RefreshToken.token_hash == sha256_hex(value))
+        ).first()
+        return (row[0], row[1]) if row else (None, None)
+
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()
 
     def claim_refresh_token(self, row: RefreshToken) -> bool:
-        """Mark the token rotated; of concurrent uses exactly one gets True."""
+        """Mark the token rotated; of concurrent uses exactly one gets True. Not committed here:
+        `issue` commits the claim together with its successor, one transaction per rotation (a
+        failure in between spends nothing); the row stays locked until then, so a concurrent
+        claim waits and then finds it rotated."""
         result = db.session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
             .values(rotated_at=int(time.time()))
         )
-        db.session.commit()
         return result.rowcount == 1
 
     # -- revoking --------------------------------------------------------------------

@@ -275,9 +275,9 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
     if interaction:
         interactions.finish(interaction)
     record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
-                 ip=request.remote_addr, acr=acr, amr=amr)
+                 ip=request.remote_addr, acr=acr, amr=amr, commit=False)
     response = redirect_to_client(redirect_uri, {"code": code, "state": state})
-    record_signin(op, user, client, interaction, acr, response)
+    record_signin(op, user, client, interaction, acr, response)  # commits the audit row too
     return response
 
 

@@ -69,7 +69,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .delivery import Delivery
     from .errors import register_error_handlers
     from .security import register_security_headers
-    from .extensions import csrf, db
+    from .extensions import CookieSessions, csrf, db
     from .oauth.keys import KeyRing, MasterSecret
     from .oauth.server import create_authorization_server
     from .oauth.tokens import TokenService
@@ -100,6 +100,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         OP_SETTINGS=settings,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app.session_interface = CookieSessions()
     db.init_app(app)
     csrf.init_app(app)
     with app.app_context():

@@ -37,10 +37,14 @@ def current_op():
     return current_app.extensions["op"]
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what Werkzeug parses
+
+
 @bp.before_request
 def reject_oversized_parameters():
     limit = current_op().settings.max_parameter_length
-    for source in (request.args, request.form):
+    sources = (request.args, request.form) if request.mimetype in FORM_TYPES else (request.args,)
+    for source in sources:
         for key, value in source.items(multi=True):
             if len(key) > 128 or len(value) > limit:
                 if request.path == "/oidc/auth" or request.path.startswith("/oidc/logout"):

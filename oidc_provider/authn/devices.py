@@ -14,12 +14,15 @@ import secrets
 import time
 
 from flask import g
+from sqlalchemy import bindparam
 
 from ..extensions import db
 from ..models import UserDevice
 
 DEVICE_COOKIE = "op_device"
 TRUST_COOKIE = "op_trust"
+_FIND = db.select(UserDevice).where(UserDevice.user_id == bindparam("user_id"),
+                                    UserDevice.device_hash == bindparam("device_hash"))
 
 
 def device_hash(device_id: str) -> str:
@@ -42,9 +45,7 @@ class Devices:
         key = (user_id, device_hash(device_id))
         found = g.setdefault("devices_found", {})
         if key not in found:
-            found[key] = db.session.execute(
-                db.select(UserDevice).filter_by(user_id=user_id, device_hash=key[1])
-            ).scalar_one_or_none()
+            found[key] = db.session.execute(_FIND, {"user_id": user_id, "device_hash": key[1]}).scalar_one_or_none()
         return found[key]
 
     def is_known(self, user_id: str, device_id: str | None) -> bool:

@@ -25,8 +25,14 @@ class AuditEvent(db.Model):
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
+_INSERT = AuditEvent.__table__.insert()
+
+
 def record_audit(event: str, *, user_id=None, client_id=None, ip=None, commit=True, **detail) -> None:
-    db.session.add(AuditEvent(event=event, user_id=user_id, client_id=client_id, ip=ip, detail=detail))
+    """One row (a plain INSERT in the caller's transaction: no ORM object to flush); `commit`
+    False leaves it to the caller's next commit."""
+    db.session.execute(_INSERT, {"at": time.time(), "event": event, "user_id": user_id, "client_id": client_id,
+                                 "ip": ip, "detail": detail})
     if commit:
         db.session.commit()
     log.info("audit %s user=%s client=%s ip=%s %s", event, user_id, client_id, ip, detail)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String
+from sqlalchemy import JSON, Boolean, Float, Integer, String, bindparam
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -39,8 +39,8 @@ class User(db.Model):
         """A login name is the username or the primary email address."""
         login = login.strip()
         if "@" in login:
-            return db.session.execute(db.select(cls).filter_by(email=login.lower())).scalar_one_or_none()
-        return db.session.execute(db.select(cls).filter_by(username=login)).scalar_one_or_none()
+            return db.session.execute(_BY_EMAIL, {"login": login.lower()}).scalar_one_or_none()
+        return db.session.execute(_BY_USERNAME, {"login": login}).scalar_one_or_none()
 
     @classmethod
     def find_by_phone(cls, number: str) -> User | None:
@@ -64,3 +64,8 @@ class User(db.Model):
             claims["phone_number"] = self.phone_number
             claims["phone_number_verified"] = bool(self.phone_number_verified)
         return claims
+
+
+# Built once: a sign-in runs them on every password login
+_BY_EMAIL = db.select(User).where(User.email == bindparam("login"))
+_BY_USERNAME = db.select(User).where(User.username == bindparam("login"))

@@ -17,10 +17,17 @@ from dataclasses import dataclass
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from ..extensions import db
 from ..models import RefreshToken, User
+
+# The refresh grant's statements, built once (building an expression costs more than running it)
+_TOKEN_AND_USER = (db.select(RefreshToken, User).outerjoin(User, User.id == RefreshToken.user_id)
+                   .where(RefreshToken.token_hash == bindparam("token_hash")))
+_TABLE = RefreshToken.__table__
+_CLAIM = (update(_TABLE).where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.rotated_at.is_(None),
+                               _TABLE.c.revoked_at.is_(None)).values(rotated_at=bindparam("now")))
 
 
 def sha256_hex(value: str) -> str:
@@ -119,7 +126,7 @@ class TokenService:
     def _new_refresh_token(self, spec: Issue, now: int, access_jti: str, access_exp: int) -> str:
         value = secrets.token_urlsafe(32)
         client_lifetime = spec.client.config.refresh_token_lifetime or self.settings.lifetimes.refresh_token
-        row = RefreshToken(
+        row = dict(  # a plain INSERT: nothing reads the row back in this request
             token_hash=sha256_hex(value),
             family_id=spec.family_id or uuid.uuid4().hex,
             client_id=spec.client.client_id,
@@ -134,7 +141,7 @@ class TokenService:
             # RFC 9449 5: confidential clients' refresh tokens are already bound by client authentication
             dpop_jkt=spec.dpop_jkt if spec.client.is_public else None,
         )
-        db.session.add(row)
+        db.session.execute(_TABLE.insert(), row)
         db.session.commit()
         return value
 
@@ -190,10 +197,7 @@ class TokenService:
         """The stored token and its user in one query: the refresh grant needs both."""
         if not value or len(value) > 512:
             return None, None
-        row = db.session.execute(
-            db.select(RefreshToken, User).outerjoin(User, User.id == RefreshToken.user_id)
-            .filter(RefreshToken.token_hash == sha256_hex(value))
-        ).first()
+        row = db.session.execute(_TOKEN_AND_USER, {"token_hash": sha256_hex(value)}).first()
         return (row[0], row[1]) if row else (None, None)
 
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
@@ -204,12 +208,7 @@ class TokenService:
         `issue` commits the claim together with its successor, one transaction per rotation (a
         failure in between spends nothing); the row stays locked until then, so a concurrent
         claim waits and then finds it rotated."""
-        result = db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
-            .values(rotated_at=int(time.time()))
-        )
-        return result.rowcount == 1
+        return db.session.execute(_CLAIM, {"row_id": row.id, "now": int(time.time())}).rowcount == 1
 
     # -- revoking --------------------------------------------------------------------
     def revoke_access_token(self, jti: str, exp: int) -> None:

@@ -43,6 +43,11 @@ class User(db.Model):
         return db.session.execute(_BY_USERNAME, {"login": login}).scalar_one_or_none()
 
     @classmethod
+    def is_active(cls, user_id: str) -> bool:
+        """The account exists and is not disabled: all a token grant needs to know of it."""
+        return db.session.execute(_DISABLED, {"id": user_id}).scalar() is False
+
+    @classmethod
     def find_by_phone(cls, number: str) -> User | None:
         """The account whose *verified* phone number this is (numbers are not unique until verified)."""
         rows = db.session.execute(
@@ -69,3 +74,4 @@ class User(db.Model):
 # Built once: a sign-in runs them on every password login
 _BY_EMAIL = db.select(User).where(User.email == bindparam("login"))
 _BY_USERNAME = db.select(User).where(User.username == bindparam("login"))
+_DISABLED = db.select(User.disabled).where(User.id == bindparam("id"))

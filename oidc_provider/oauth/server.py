@@ -17,7 +17,6 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc.jwk import KeySet
 
 from ..authn.session import current_acr
-from ..extensions import db
 from ..models import User
 from .dpop import DPoP, DPoPExtension
 from .tokens import AuthContext, Issue, sha256_hex
@@ -224,8 +223,8 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
             self._revoke_code_grant(code.code_hash, code.resources, self.client)
 
     def authenticate_user(self, authorization_code):
-        user = db.session.get(User, authorization_code.sub)
-        return user if user and not user.disabled else None
+        """The user's id while the account is active (the grant needs no more of it)."""
+        return authorization_code.sub if User.is_active(authorization_code.sub) else None
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         code: AuthorizationCode = self.request.authorization_code
@@ -233,7 +232,7 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
             Issue(
                 client=self.client,
                 grant_type="authorization_code",
-                sub=user.id,
+                sub=code.sub,
                 scope=scope,
                 auth=code.auth_context,
                 resources=self.token_resources(code.resources),
@@ -266,7 +265,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         tokens = self.op.tokens
-        row, self.token_user = tokens.find_refresh_token_and_user(refresh_token)
+        row, self.user_active = tokens.find_refresh_token_and_user_state(refresh_token)
         if row is None:
             return None
         if row.rotated_at is not None or row.revoked_at is not None:
@@ -275,8 +274,8 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
         return row if tokens.refresh_token_is_live(row) else None
 
     def authenticate_user(self, refresh_token):
-        user = self.token_user  # loaded with the token
-        return user if user and not user.disabled else None
+        """The user's id while the account is active (read with the token; the grant needs no more)."""
+        return refresh_token.user_id if self.user_active else None
 
     def revoke_old_credential(self, refresh_token):
         """Already marked rotated, atomically, before the new token was issued."""

@@ -23,8 +23,8 @@ from ..extensions import db
 from ..models import RefreshToken, User
 
 # The refresh grant's statements, built once (building an expression costs more than running it)
-_TOKEN_AND_USER = (db.select(RefreshToken, User).outerjoin(User, User.id == RefreshToken.user_id)
-                   .where(RefreshToken.token_hash == bindparam("token_hash")))
+_TOKEN_AND_USER_STATE = (db.select(RefreshToken, User.disabled).outerjoin(User, User.id == RefreshToken.user_id)
+                         .where(RefreshToken.token_hash == bindparam("token_hash")))
 _TABLE = RefreshToken.__table__
 _CLAIM = (update(_TABLE).where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.rotated_at.is_(None),
                                _TABLE.c.revoked_at.is_(None)).values(rotated_at=bindparam("now")))
@@ -193,12 +193,12 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
-    def find_refresh_token_and_user(self, value: str) -> tuple[RefreshToken | None, User | None]:
-        """The stored token and its user in one query: the refresh grant needs both."""
+    def find_refresh_token_and_user_state(self, value: str) -> tuple[RefreshToken | None, bool]:
+        """The stored token and, from the same query, whether its user exists and is active."""
         if not value or len(value) > 512:
-            return None, None
-        row = db.session.execute(_TOKEN_AND_USER, {"token_hash": sha256_hex(value)}).first()
-        return (row[0], row[1]) if row else (None, None)
+            return None, False
+        row = db.session.execute(_TOKEN_AND_USER_STATE, {"token_hash": sha256_hex(value)}).first()
+        return (row[0], row[1] is False) if row else (None, False)  # disabled is NULL: no such user
 
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()

@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
+import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -56,10 +59,10 @@ class Counters:
             # one packed send is one round trip; a pipeline sends all its commands at once
             first = command[0] if isinstance(command, list) else command
             name = re.search(rb"\r\n\$\d+\r\n([A-Za-z]+)", bytes(first)) if first else None
-            self.redis[name.group(1).decode().upper() if name else "?"] += 1
+            counters.redis[name.group(1).decode().upper() if name else "?"] += 1
             return send(conn, command, check_health)
 
-        redis.connection.AbstractConnection.send_packed_command = counted
+        redis.connection.AbstractConnection.send_packed_command = counted  # this process only
 
     def watch(self, app):
         """CPU per endpoint: a WSGI middleware around the app (the test client's own work excluded)."""
@@ -135,12 +138,15 @@ def build_app(work: Path, postgres: bool):
         database_url = f"sqlite:///{work / 'oidc.db'}"
     prefix = f"profile:{uuid.uuid4().hex[:6]}:"
     overrides = {
-        "issuer": "http://127.0.0.1:5000", "dev_mode": False, "database_url": database_url,
+        "issuer": "http://localhost:5000", "dev_mode": False, "database_url": database_url,
         "keys_dir": str(work / "keys"), "clients_file": str(work / "clients.yaml"),
         "store": {"backend": "redis", "redis_url": REDIS_URL, "prefix": prefix},
         "resources": {RESOURCE: {"access_token_lifetime": 600}},
     }
     app = create_app(None, overrides, base_dir=work)
+    for handler in logging.getLogger().handlers:  # log lines are still formatted and written, not shown
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the life of the process
     upgrade_database(app)
 
     def flush():
@@ -381,6 +387,7 @@ def main(argv=None) -> int:
     finally:
         for cleanup in cleanups:
             cleanup()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

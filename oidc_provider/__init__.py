@@ -70,7 +70,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .delivery import Delivery
     from .errors import register_error_handlers
     from .security import register_security_headers
-    from .extensions import csrf, db
+    from .extensions import CookieSessions, csrf, db
     from . import i18n
     from .oauth.keys import KeyRing, MasterSecret
     from .observability import ChallengeTracker, configure_logging
@@ -104,6 +104,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         OP_SETTINGS=settings,
     )
     configure_logging(settings.logging)
+    app.session_interface = CookieSessions()
     db.init_app(app)
     csrf.init_app(app)
     i18n.init_app(app)  # pages and emails in the user's language (Flask-Babel)

@@ -13,11 +13,16 @@ import hmac
 import secrets
 import time
 
+from flask import g
+from sqlalchemy import bindparam
+
 from ..extensions import db
 from ..models import UserDevice
 
 DEVICE_COOKIE = "op_device"
 TRUST_COOKIE = "op_trust"
+_FIND = db.select(UserDevice).where(UserDevice.user_id == bindparam("user_id"),
+                                    UserDevice.device_hash == bindparam("device_hash"))
 
 
 def device_hash(device_id: str) -> str:
@@ -34,11 +39,14 @@ class Devices:
         self.settings = settings.trusted_devices
 
     def find(self, user_id: str, device_id: str | None) -> UserDevice | None:
+        """Looked up once per request: the policy and the sign-in record both ask."""
         if not device_id or len(device_id) > 64:
             return None
-        return db.session.execute(
-            db.select(UserDevice).filter_by(user_id=user_id, device_hash=device_hash(device_id))
-        ).scalar_one_or_none()
+        key = (user_id, device_hash(device_id))
+        found = g.setdefault("devices_found", {})
+        if key not in found:
+            found[key] = db.session.execute(_FIND, {"user_id": user_id, "device_hash": key[1]}).scalar_one_or_none()
+        return found[key]
 
     def is_known(self, user_id: str, device_id: str | None) -> bool:
         device = self.find(user_id, device_id)
@@ -49,6 +57,7 @@ class Devices:
         if device is None:
             device = UserDevice(user_id=user_id, device_hash=device_hash(device_id), first_seen=time.time())
             db.session.add(device)
+            g.devices_found[(user_id, device.device_hash)] = device
         device.last_seen, device.last_ip, device.user_agent = time.time(), ip, (user_agent or "")[:256]
         device.revoked_at = None  # signed in again from it: known again (trust stays revoked)
         db.session.commit()

@@ -104,8 +104,9 @@ class SessionService:
     - `sess-sid:{sid}`: a copy of the session kept `AFTERLIFE` seconds past its expiry, so an
       admin can end it by sid and a sweep can still notify its clients once it has expired;
       whoever *takes* this copy ends the session, so its clients are told exactly once;
-    - `sess-user:{sub}:{n}`: the sids of a user's live sessions (up to `PER_USER`), for "sign
-      out everywhere" (expired ones are the sweep's);
+    - `sess-user:{sub}:{n}`: the sids of a user's live sessions, for "sign out everywhere"
+      (expired ones are the sweep's): a ring of `PER_USER` slots, a new session takes the next
+      (beyond `PER_USER` live sessions of one user, a new one pushes out the oldest);
     - `sess-due:{minute}` (a counter) and `sess-due:{minute}:{n}`: sids by expiry minute, read
       by `sweep`. The store has no scan, so these are written with atomic increments and adds.
     `end_hooks` are called with (session, reason) for every session that ends.
@@ -138,24 +139,24 @@ class SessionService:
         before now stop loading. The marker lives as long as a session can."""
         self.store.set(f"sess-ended:{sub}", time.time(), self.lifetime)
 
-    def _save(self, session: IdpSession) -> None:
-        ttl = session.expires_at - time.time()
-        self.store.set(f"sess:{session.id}", session.to_dict(), max(ttl, 1))
-        self.store.set(f"sess-sid:{session.sid}", session.to_dict(), max(ttl, 1) + self.AFTERLIFE)
+    def _save(self, session: IdpSession, batch) -> None:
+        ttl, data = max(session.expires_at - time.time(), 1), session.to_dict()
+        batch.set(f"sess:{session.id}", data, ttl)
+        batch.set(f"sess-sid:{session.sid}", data, ttl + self.AFTERLIFE)
 
-    def _index(self, session: IdpSession) -> None:
-        """Make a new session findable by its user and by its expiry minute."""
+    def _index(self, session: IdpSession, batch) -> None:
+        """Make a new session findable by its user and by its expiry minute (two round trips,
+        with the session's own writes queued in `batch`)."""
         ttl = session.expires_at - time.time()
-        for slot in range(self.PER_USER):  # the lowest free (or expired) slot
-            if self.store.add(f"sess-user:{session.sub}:{slot}", session.sid, ttl):
-                break
-        else:
-            log.warning("user %s has more than %d sessions; sign-out-everywhere misses sid %s",
-                        session.sub, self.PER_USER, session.sid)
         minute = session.expires_at // 60
         due_ttl = (minute + 1) * 60 - time.time() + self.AFTERLIFE  # the same end for all of a minute
-        number = self.store.incr(f"sess-due:{minute}", due_ttl)
-        self.store.set(f"sess-due:{minute}:{number}", session.sid, due_ttl)
+        # the user's sessions fill a ring of PER_USER slots; its counter lives as long as the newest
+        batch.incr(f"sess-user:{session.sub}", ttl, extend=True)
+        batch.incr(f"sess-due:{minute}", due_ttl)
+        *_, user_count, due_count = batch.run()
+        slot = (user_count - 1) % self.PER_USER
+        batch = self.store.batch().set(f"sess-user:{session.sub}:{slot}", session.sid, ttl)
+        batch.set(f"sess-due:{minute}:{due_count}", session.sid, due_ttl).run()
 
     def record_factor(self, current: IdpSession | None, sub: str, use: FactorUse) -> IdpSession:
         """Add a completed factor; a different user starts a new session. Always a new id."""
@@ -163,6 +164,7 @@ class SessionService:
         if current is not None and current.sub != sub:
             self.end(current, "replaced")  # another user signs in on this browser
             current = None
+        batch = self.store.batch()
         if current is None:
             session = IdpSession(
                 id="", sid=secrets.token_urlsafe(16), sub=sub, created_at=now, expires_at=now + self.lifetime,
@@ -170,19 +172,23 @@ class SessionService:
             )
         else:
             session = current
-            self.store.delete(f"sess:{current.id}")
+            batch.delete(f"sess:{current.id}")
         session.id = secrets.token_urlsafe(32)
         session.factors = [f for f in session.factors if f.factor != use.factor] + [use]
-        self._save(session)
+        self._save(session, batch)
         if current is None:
-            self._index(session)
+            self._index(session, batch)
+        else:
+            batch.run()
         return session
 
     def add_client(self, session: IdpSession, client_id: str) -> None:
         """A client got a code or tokens in this session: it will be told when the session ends."""
         if client_id not in session.clients:
             session.clients.append(client_id)
-            self._save(session)
+            batch = self.store.batch()
+            self._save(session, batch)
+            batch.run()
 
     def by_sid(self, sid: str) -> IdpSession | None:
         """The session (live or expired but not yet swept) with this public id."""
@@ -190,8 +196,10 @@ class SessionService:
         return IdpSession.from_dict(data) if data else None
 
     def sids_of(self, sub: str) -> list[str]:
-        found = (self.store.get(f"sess-user:{sub}:{slot}") for slot in range(self.PER_USER))
-        return list(dict.fromkeys(sid for sid in found if sid))
+        batch = self.store.batch()
+        for slot in range(self.PER_USER):
+            batch.get(f"sess-user:{sub}:{slot}")
+        return list(dict.fromkeys(sid for sid in batch.run() if sid))
 
     def end(self, session: IdpSession, reason: str = "logout") -> bool:
         """End a session; its end hooks run once, for whoever ends it first (False: already ended)."""

@@ -77,16 +77,17 @@ def decision_level(levels, decision: Decision):
 
 def record_signin(op, user, client, interaction: dict | None, acr: str | None, response) -> None:
     """Remember where the user signed in from (adaptive policy), and trust the device when
-    the user asked for it after a multi-factor sign-in and the setting allows it."""
+    the user asked for it after a multi-factor sign-in and the setting allows it. Commits, also
+    what the caller left pending (one transaction instead of several)."""
     ip = request.remote_addr
     country, latitude, longitude = geoip(op).lookup(ip)
     user.last_login = {"at": time.time(), "ip": ip, "country": country, "latitude": latitude,
                        "longitude": longitude}
-    db.session.commit()
     device_id = request.cookies.get(DEVICE_COOKIE)
     if not device_id:
+        db.session.commit()
         return
-    device = op.devices.seen(user.id, device_id, ip, request.headers.get("User-Agent"))
+    device = op.devices.seen(user.id, device_id, ip, request.headers.get("User-Agent"))  # commits both
     wants_trust = bool(interaction and interaction.get("remember"))
     if wants_trust and acr == "mfa" and op.settings.trusted_devices.enabled:
         token = op.devices.trust(device)

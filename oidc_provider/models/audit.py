@@ -35,9 +35,15 @@ class AuditEvent(db.Model):
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
+_INSERT = AuditEvent.__table__.insert()
+
+
 def record_audit(event: str, *, user_id=None, client_id=None, ip=None, commit=True, **detail) -> None:
+    """One row (a plain INSERT in the caller's transaction: no ORM object to flush); `commit`
+    False leaves it to the caller's next commit."""
     at = time.time()
-    db.session.add(AuditEvent(at=at, event=event, user_id=user_id, client_id=client_id, ip=ip, detail=detail))
+    db.session.execute(_INSERT, {"at": at, "event": event, "user_id": user_id, "client_id": client_id,
+                                 "ip": ip, "detail": detail})
     if commit:
         db.session.commit()
     record = {"at": round(at, 3), "event": event, "user_id": user_id, "client_id": client_id, "ip": ip,

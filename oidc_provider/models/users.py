@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, false
+from sqlalchemy import JSON, Boolean, Float, Integer, String, bindparam, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -43,8 +43,13 @@ class User(db.Model):
         if "\x00" in login:  # no account has one, and PostgreSQL text cannot even compare it
             return None
         if "@" in login:
-            return db.session.execute(db.select(cls).filter_by(email=login.lower())).scalar_one_or_none()
-        return db.session.execute(db.select(cls).filter_by(username=login)).scalar_one_or_none()
+            return db.session.execute(_BY_EMAIL, {"login": login.lower()}).scalar_one_or_none()
+        return db.session.execute(_BY_USERNAME, {"login": login}).scalar_one_or_none()
+
+    @classmethod
+    def is_active(cls, user_id: str) -> bool:
+        """The account exists and is not disabled: all a token grant needs to know of it."""
+        return db.session.execute(_DISABLED, {"id": user_id}).scalar() is False
 
     @classmethod
     def find_by_phone(cls, number: str) -> User | None:
@@ -70,3 +75,9 @@ class User(db.Model):
             claims["phone_number"] = self.phone_number
             claims["phone_number_verified"] = bool(self.phone_number_verified)
         return claims
+
+
+# Built once: a sign-in runs them on every password login
+_BY_EMAIL = db.select(User).where(User.email == bindparam("login"))
+_BY_USERNAME = db.select(User).where(User.username == bindparam("login"))
+_DISABLED = db.select(User.disabled).where(User.id == bindparam("id"))

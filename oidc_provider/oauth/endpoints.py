@@ -39,10 +39,14 @@ def current_op():
     return current_app.extensions["op"]
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what Werkzeug parses
+
+
 @bp.before_request
 def reject_oversized_parameters():
     limit = current_op().settings.max_parameter_length
-    for source in (request.args, request.form):
+    sources = (request.args, request.form) if request.mimetype in FORM_TYPES else (request.args,)
+    for source in sources:
         for key, value in source.items(multi=True):
             if len(key) > 128 or len(value) > limit:
                 if request.path == "/oidc/auth" or request.path.startswith("/oidc/logout"):
@@ -290,10 +294,10 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
     if interaction:
         interactions.finish(interaction)
     record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
-                 ip=request.remote_addr, acr=acr, amr=amr)
+                 ip=request.remote_addr, acr=acr, amr=amr, commit=False)
     step_up_met(interaction)  # metrics
     response = redirect_to_client(redirect_uri, {"code": code, "state": state})
-    record_signin(op, user, client, interaction, acr, response)
+    record_signin(op, user, client, interaction, acr, response)  # commits the audit row too
     return response
 
 

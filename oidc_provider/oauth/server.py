@@ -19,7 +19,6 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc.jwk import KeySet
 
 from ..authn.session import current_acr
-from ..extensions import db
 from ..models import User, record_audit
 from .dpop import DPoP, DPoPExtension
 from .tokens import AuthContext, Issue, sha256_hex
@@ -214,23 +213,28 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         tokens.revoke_access_token(access_jti_for(code_hash), int(time.time()) + lifetime)
 
     def delete_authorization_code(self, authorization_code):
-        """Spent, not forgotten: a later replay must still find what to revoke (RFC 6749 4.1.2)."""
+        """Spent, not forgotten: a later replay must still find what to revoke (RFC 6749 4.1.2).
+        Called once the tokens are stored; a replay that raced this exchange may have missed
+        them, so the use count is read again (one round trip for the three commands)."""
         code = authorization_code
         spent = {"client_id": code.client_id, "resources": list(code.resources)}
-        self.op.store.set(f"code-spent:{code.code_hash}", spent, self.op.settings.lifetimes.refresh_token)
-        self.op.store.delete(f"code:{code.code_hash}")
+        lifetime = self.op.settings.lifetimes.refresh_token
+        batch = self.op.store.batch().set(f"code-spent:{code.code_hash}", spent, lifetime)
+        *_, uses = batch.delete(f"code:{code.code_hash}").incr(f"code-uses:{code.code_hash}", lifetime).run()
+        if uses > 2:
+            self._revoke_code_grant(code.code_hash, code.resources, self.client)
 
     def authenticate_user(self, authorization_code):
-        user = db.session.get(User, authorization_code.sub)
-        return user if user and not user.disabled else None
+        """The user's id while the account is active (the grant needs no more of it)."""
+        return authorization_code.sub if User.is_active(authorization_code.sub) else None
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         code: AuthorizationCode = self.request.authorization_code
-        token = self.op.tokens.issue(
+        return self.op.tokens.issue(
             Issue(
                 client=self.client,
                 grant_type="authorization_code",
-                sub=user.id,
+                sub=code.sub,
                 scope=scope,
                 auth=code.auth_context,
                 resources=self.token_resources(code.resources),
@@ -241,10 +245,6 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
                 dpop_jkt=self.dpop_jkt,
             )
         )
-        # A replay that raced this exchange may have missed what we just stored: check again.
-        if self.op.store.incr(f"code-uses:{code.code_hash}", 60) > 2:
-            self._revoke_code_grant(code.code_hash, code.resources, self.client)
-        return token
 
 
 class OpenIDCodeExtension:
@@ -267,7 +267,7 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         tokens = self.op.tokens
-        row = tokens.find_refresh_token(refresh_token)
+        row, self.user_active = tokens.find_refresh_token_and_user_state(refresh_token)
         if row is None:
             return None
         if row.rotated_at is not None or row.revoked_at is not None:
@@ -277,8 +277,8 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
         return row if tokens.refresh_token_is_live(row) else None
 
     def authenticate_user(self, refresh_token):
-        user = db.session.get(User, refresh_token.user_id)
-        return user if user and not user.disabled else None
+        """The user's id while the account is active (read with the token; the grant needs no more)."""
+        return refresh_token.user_id if self.user_active else None
 
     def revoke_old_credential(self, refresh_token):
         """Already marked rotated, atomically, before the new token was issued."""

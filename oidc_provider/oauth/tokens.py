@@ -17,10 +17,17 @@ from dataclasses import dataclass
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from ..extensions import db
-from ..models import RefreshToken
+from ..models import RefreshToken, User
+
+# The refresh grant's statements, built once (building an expression costs more than running it)
+_TOKEN_AND_USER_STATE = (db.select(RefreshToken, User.disabled).outerjoin(User, User.id == RefreshToken.user_id)
+                         .where(RefreshToken.token_hash == bindparam("token_hash")))
+_TABLE = RefreshToken.__table__
+_CLAIM = (update(_TABLE).where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.rotated_at.is_(None),
+                               _TABLE.c.revoked_at.is_(None)).values(rotated_at=bindparam("now")))
 
 
 def sha256_hex(value: str) -> str:
@@ -119,7 +126,7 @@ class TokenService:
     def _new_refresh_token(self, spec: Issue, now: int, access_jti: str, access_exp: int) -> str:
         value = secrets.token_urlsafe(32)
         client_lifetime = spec.client.config.refresh_token_lifetime or self.settings.lifetimes.refresh_token
-        row = RefreshToken(
+        row = dict(  # a plain INSERT: nothing reads the row back in this request
             token_hash=sha256_hex(value),
             family_id=spec.family_id or uuid.uuid4().hex,
             client_id=spec.client.client_id,
@@ -134,7 +141,7 @@ class TokenService:
             # RFC 9449 5: confidential clients' refresh tokens are already bound by client authentication
             dpop_jkt=spec.dpop_jkt if spec.client.is_public else None,
         )
-        db.session.add(row)
+        db.session.execute(_TABLE.insert(), row)
         db.session.commit()
         return value
 
@@ -186,19 +193,22 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
+    def find_refresh_token_and_user_state(self, value: str) -> tuple[RefreshToken | None, bool]:
+        """The stored token and, from the same query, whether its user exists and is active."""
+        if not value or len(value) > 512:
+            return None, False
+        row = db.session.execute(_TOKEN_AND_USER_STATE, {"token_hash": sha256_hex(value)}).first()
+        return (row[0], row[1] is False) if row else (None, False)  # disabled is NULL: no such user
+
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()
 
     def claim_refresh_token(self, row: RefreshToken) -> bool:
         """Mark the token rotated; of concurrent uses exactly one gets True. Not committed here:
-        the successor's INSERT commits it, so the rotation is one transaction and a failure in
-        between (the database gone) leaves the old token working rather than both dead."""
-        result = db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == row.id, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
-            .values(rotated_at=int(time.time()))
-        )
-        return result.rowcount == 1
+        `issue` commits the claim together with its successor, one transaction per rotation (a
+        failure in between spends nothing); the row stays locked until then, so a concurrent
+        claim waits and then finds it rotated."""
+        return db.session.execute(_CLAIM, {"row_id": row.id, "now": int(time.time())}).rowcount == 1
 
     # -- revoking --------------------------------------------------------------------
     def revoke_access_token(self, jti: str, exp: int) -> None:

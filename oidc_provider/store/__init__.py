@@ -19,9 +19,14 @@ class Store(Protocol):
         """Set only if absent (or expired); True when this call set it."""
     def take(self, key: str) -> str | None:
         """Get and delete in one step: of concurrent callers, exactly one gets the value."""
-    def incr(self, key: str, ttl: float) -> int:
-        """Add one and return the new count; the expiry starts with the first increment."""
+    def incr(self, key: str, ttl: float, extend: bool = False) -> int:
+        """Add one and return the new count; the expiry starts with the first increment
+        (`extend`: with every increment, so the counter lives as long as its latest use)."""
     def delete(self, key: str) -> None: ...
+    def batch(self, commands: list[tuple[str, tuple]]) -> list:
+        """Run several of the commands above, e.g. [("set", (key, value, ttl)), ("incr", (key,
+        ttl))], and return their results in order: one round trip on Redis. Each command keeps
+        its own guarantee; the batch as a whole is not atomic."""
     def ping(self) -> bool: ...
 
 
@@ -46,14 +51,52 @@ class JsonStore:
         raw = self.backend.take(self.prefix + key)
         return None if raw is None else json.loads(raw)
 
-    def incr(self, key: str, ttl: float) -> int:
-        return self.backend.incr(self.prefix + key, ttl)
+    def incr(self, key: str, ttl: float, extend: bool = False) -> int:
+        return self.backend.incr(self.prefix + key, ttl, extend)
 
     def delete(self, key: str) -> None:
         self.backend.delete(self.prefix + key)
 
+    def batch(self) -> Batch:
+        return Batch(self)
+
     def ping(self) -> bool:
         return self.backend.ping()
+
+
+class Batch:
+    """Commands queued with the store's methods and sent together by `run()`, which returns
+    their results in order: one round trip for what would otherwise take one each."""
+
+    def __init__(self, store: JsonStore):
+        self._store = store
+        self._commands: list[tuple[str, tuple]] = []
+
+    def _queue(self, name: str, key: str, *args) -> Batch:
+        self._commands.append((name, (self._store.prefix + key, *args)))
+        return self
+
+    def get(self, key: str) -> Batch:
+        return self._queue("get", key)
+
+    def set(self, key: str, value: Any, ttl: float) -> Batch:
+        return self._queue("set", key, json.dumps(value, separators=(",", ":")), ttl)
+
+    def add(self, key: str, value: Any, ttl: float) -> Batch:
+        return self._queue("add", key, json.dumps(value, separators=(",", ":")), ttl)
+
+    def incr(self, key: str, ttl: float, extend: bool = False) -> Batch:
+        return self._queue("incr", key, ttl, extend)
+
+    def delete(self, key: str) -> Batch:
+        return self._queue("delete", key)
+
+    def run(self) -> list:
+        if not self._commands:
+            return []
+        results = self._store.backend.batch(self._commands)
+        return [json.loads(result) if name == "get" and result is not None else result
+                for (name, _), result in zip(self._commands, results)]
 
 
 def create_store(settings, engine) -> JsonStore:

@@ -23,7 +23,7 @@ _INCR = text(
     "ON CONFLICT (key) DO UPDATE SET "
     "value = CASE WHEN ephemeral.expires_at <= :now THEN '1' "
     "ELSE CAST(CAST(ephemeral.value AS INTEGER) + 1 AS TEXT) END, "
-    "expires_at = CASE WHEN ephemeral.expires_at <= :now THEN :exp ELSE ephemeral.expires_at END "
+    "expires_at = CASE WHEN ephemeral.expires_at <= :now OR :extend = 1 THEN :exp ELSE ephemeral.expires_at END "
     "RETURNING value"
 )
 _GET = text("SELECT value FROM ephemeral WHERE key = :key AND expires_at > :now")
@@ -60,11 +60,14 @@ class SqlStore:
         row = self._run(_TAKE, key=key)
         return row[0] if row else None
 
-    def incr(self, key, ttl):
-        return int(self._run(_INCR, key=key, exp=time.time() + ttl)[0])
+    def incr(self, key, ttl, extend=False):
+        return int(self._run(_INCR, key=key, exp=time.time() + ttl, extend=int(extend))[0])
 
     def delete(self, key):
         self._run(_DELETE, key=key)
+
+    def batch(self, commands):
+        return [getattr(self, name)(*args) for name, args in commands]
 
     def ping(self):
         self._run(text("SELECT 1"))

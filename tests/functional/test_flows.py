@@ -39,6 +39,32 @@ def test_public_client_with_pkce_gets_tokens_without_a_secret(provider, user, ag
     assert refreshed.status_code == 200 and refreshed.json()["refresh_token"] != tokens["refresh_token"]
 
 
+def test_a_disabled_account_gets_no_tokens_from_its_code_or_refresh_token(provider, agent):
+    from oidc_provider.extensions import db
+    from oidc_provider.models import User
+
+    def set_disabled(sub, value):
+        with provider.app.app_context():
+            db.session.get(User, sub).disabled = value
+            db.session.commit()
+
+    person = provider.add_user()
+    params, verifier = sign_in_with_pkce(agent, person, client_id="mobile", scope="openid offline_access")
+    tokens = exchange(provider, params, verifier, client="mobile", auth="none")
+    second, second_verifier = sign_in_with_pkce(agent, person, client_id="mobile", scope="openid")
+    set_disabled(person["sub"], True)
+    refreshed = token_request(provider, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                              client="mobile", auth="none")
+    assert refreshed.status_code == 400 and "access_token" not in refreshed.json()
+    code = token_request(provider, {"grant_type": "authorization_code", "code": second["code"],
+                                    "redirect_uri": REDIRECT, "code_verifier": second_verifier}, "mobile", "none")
+    assert code.status_code == 400 and code.json()["error"] == "invalid_grant"
+    set_disabled(person["sub"], False)  # enabled again: the refresh token (not spent) works
+    refreshed = token_request(provider, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                              client="mobile", auth="none")
+    assert refreshed.status_code == 200, refreshed.text
+
+
 def test_third_party_client_asks_for_consent_once(provider, user, agent):
     verifier, challenge = pkce_pair()
     page = agent.authorize(client_id="web-post", scope="openid email", state="c1",

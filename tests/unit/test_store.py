@@ -263,10 +263,41 @@ def test_incr_window_starts_at_the_first_increment(s, key):
     assert s.incr(key("n"), 1.0) == 1
 
 
+def test_incr_extend_restarts_the_window_at_every_increment(s, key):
+    """A counter that lives as long as its latest use (the session index's ring)."""
+    assert s.incr(key("n"), 1.0, extend=True) == 1
+    time.sleep(0.6)
+    assert s.incr(key("n"), 1.0, extend=True) == 2
+    time.sleep(0.6)  # 1.2 s after the first increment, 0.6 s after the second
+    assert s.incr(key("n"), 1.0, extend=True) == 3
+
+
 def test_delete_resets_a_counter(s, key):
     s.incr(key("n"), 60)
     s.incr(key("n"), 60)
     s.delete(key("n"))
+    assert s.incr(key("n"), 60) == 1
+
+
+# -- batch ------------------------------------------------------------------------------
+
+def test_batch_runs_commands_in_order_with_their_results(s, key):
+    s.set(key("old"), "gone soon", 60)
+    assert s.add(key("taken"), "first", 60) is True
+    results = s.batch([
+        ("set", (key("a"), "alpha", 60)), ("get", (key("a"),)), ("get", (key("missing"),)),
+        ("add", (key("taken"), "second", 60)), ("add", (key("free"), "mine", 60)),
+        ("incr", (key("n"), 60)), ("incr", (key("n"), 60)), ("delete", (key("old"),)),
+    ])
+    assert results == [None, "alpha", None, False, True, 1, 2, None]
+    assert (s.get(key("taken")), s.get(key("free")), s.get(key("old"))) == ("first", "mine", None)
+    assert s.batch([]) == []
+
+
+def test_batch_commands_keep_their_ttls(s, key):
+    s.batch([("set", (key("short"), "v", 0.3)), ("incr", (key("n"), 0.3)), ("set", (key("long"), "v", 60))])
+    time.sleep(0.6)
+    assert (s.get(key("short")), s.get(key("long"))) == (None, "v")
     assert s.incr(key("n"), 60) == 1
 
 

@@ -70,7 +70,10 @@ class RedisStore:
         (client or self.client).delete(key)
 
     def batch(self, commands):
-        """One pipeline (not a transaction): each command is queued by its own method."""
+        """One pipeline (not a transaction): each command is queued by its own method. A Cluster's
+        pipelines take no scripts, so there the commands run one by one."""
+        if isinstance(self.client, RedisCluster):
+            return [getattr(self, name)(*args) for name, args in commands]
         pipe = self.client.pipeline(transaction=False)
         for name, args in commands:
             getattr(self, name)(*args, client=pipe)

@@ -629,8 +629,8 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path or "settings"), exc)) from None
-    if settings.store.backend == "redis" and not settings.store.redis_url:
-        raise ConfigError(f"{path}: field 'store.redis_url': required when store.backend is redis")
+    if settings.store.backend == "redis" and not settings.store.redis_url and not settings.store.sentinel:
+        raise ConfigError(f"{path}: field 'store.redis_url': required when store.backend is redis (or store.sentinel)")
     return with_mfa_resource(settings)
 
 
@@ -649,6 +649,3 @@ def with_mfa_resource(settings: Settings) -> Settings:
         return settings
     resource = Resource(access_token_lifetime=settings.mfa_api.access_token_lifetime, scopes=list(MFA_API_SCOPES))
     return settings.model_copy(update={"resources": {**settings.resources, uri: resource}})
-    if settings.store.backend == "redis" and not settings.store.redis_url and not settings.store.sentinel:
-        raise ConfigError(f"{path}: field 'store.redis_url': required when store.backend is redis (or store.sentinel)")
-    return settings

@@ -278,7 +278,7 @@ def confirm_phone(record, client):
     op, user = steps._op(), found.user
     code = (request.form.get("code") or "")[:32]
     check = CountedCheck("sms", lambda: op.otp.verify(state["challenge"], factor=PHONE_CHECK, binding=record["uid"],
-                                                user_id=user.id, secret=code))
+                                                      user_id=user.id, secret=code))
     result = verify_counted(op, check, user, {}, steps._context(record))
     if not result.ok:
         record_audit("contact.verification_failed", user_id=user.id, ip=request.remote_addr, channel="phone",

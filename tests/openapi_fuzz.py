@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, reject, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -86,6 +86,16 @@ def refused_request_line(response) -> bool:
         return False
     assert len(response.request.url) > 8000
     return True
+
+
+def call_and_check(case, session, doc: dict, check_answer, path: str, method: str, negative: bool) -> None:
+    """Send a generated case; its answer must pass `check_answer(doc, path, method, response)`
+    and schemathesis' checks. An over-long request line is not an example (Hypothesis' reject)."""
+    response = case.call(session=session, allow_redirects=False, timeout=15)
+    if refused_request_line(response):
+        reject()
+    check_answer(doc, path, method, response)
+    case.validate_response(response, checks=checks_for(negative), headers=case.headers)
 
 
 def header(response, name: str) -> str:

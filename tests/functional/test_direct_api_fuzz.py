@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from hypothesis import given, reject
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
@@ -130,11 +130,7 @@ def test_fuzz(api_schema, live_document, bearer, narrow, real, path, method, mod
             case.body.update({name: real[name] for name in names if name != "client_id"})
         if case.query is not None and path.endswith("/webauthn"):
             case.query.update({name: real[name] for name in names & {"client_id", "redirect_uri"}})
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if fuzzing.refused_request_line(response):
-            reject()
-        check_answer(live_document, path, method, response)
-        case.validate_response(response, checks=fuzzing.checks_for(not positive), headers=case.headers)
+        fuzzing.call_and_check(case, session, live_document, check_answer, path, method, negative=not positive)
 
     fuzz()
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from hypothesis import given, reject
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
@@ -131,11 +131,7 @@ def test_fuzz(api_schema, live_document, tokens, path, method, mode):
             case.body.update(values)
         if own_id and case.path_parameters and "authenticator_id" in case.path_parameters and own_id[:1] in "er":
             case.path_parameters["authenticator_id"] = own_id  # only the email and recovery codes: keep the app
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if fuzzing.refused_request_line(response):
-            reject()
-        check_answer(live_document, path, method, response)
-        case.validate_response(response, checks=fuzzing.checks_for(not positive), headers=case.headers)
+        fuzzing.call_and_check(case, session, live_document, check_answer, path, method, negative=not positive)
 
     fuzz()
 

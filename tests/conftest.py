@@ -394,13 +394,10 @@ def plain_smtp():
 @pytest.fixture(scope="session")
 def gateway_server():
     """A real HTTP server standing in for the SMS/voice gateways; records what it gets."""
-    from tests.servers import start_gateway
+    from tests.servers import Gateway, serving
 
-    server, thread = start_gateway()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Gateway()) as server:
+        yield server
 
 
 @pytest.fixture

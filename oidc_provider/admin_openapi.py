@@ -2,7 +2,7 @@
 `GET /admin/v1/openapi.json`.
 
 Built from the limits the views and the service enforce (imported from them), like the
-direct API's (openapi.py, whose helpers it shares). What it says, the code does:
+direct API's (openapi.py), from the same pieces (openapi_common.py). What it says, the code does:
 
 - Request bodies are JSON objects whose fields are all named here: an unknown field is
   refused (400), so a misspelt change is never silently ignored. POST bodies may be empty.
@@ -16,9 +16,7 @@ direct API's (openapi.py, whose helpers it shares). What it says, the code does:
 
 from __future__ import annotations
 
-import copy
-
-from .openapi import NO_NUL, OPENAPI_VERSION, _error, _json
+from .openapi_common import NO_NUL, error_answer, json_answer, openapi_document, ref, server_error_answer
 
 PRINTABLE = "^[^\\u0000-\\u001f\\u007f]*$"  # the service also refuses other unprintable characters
 
@@ -36,11 +34,6 @@ def document(settings) -> dict:
               "description": "Why: kept in the audit log with the change."}
 
     schemas = {
-        "Error": {
-            "type": "object", "required": ["error", "error_description"], "additionalProperties": False,
-            "properties": {"error": {"type": "string", "description": "A stable code."},
-                           "error_description": {"type": "string", "description": "For people; may change."}},
-        },
         "Lockout": {
             "type": "object", "additionalProperties": False,
             "required": ["locked", "locked_until", "failed_attempts", "max_failures"],
@@ -146,24 +139,24 @@ def document(settings) -> dict:
     def challenge(text: str) -> dict:
         return {"WWW-Authenticate": {"schema": {"type": "string"}, "description": text}}
 
-    unauthorized = _error(
+    unauthorized = error_answer(
         "No Bearer token, or one that is invalid, expired, revoked, a user's, for another resource, or whose "
         "client is gone.", ["invalid_token"], headers=challenge('Bearer error="invalid_token" (RFC 6750).'))
-    server_error = _error("Unexpected failure (a bug; logged with the incident id).", ["server_error"])
+    server_error = server_error_answer()
 
     def operation(summary: str, description: str, scope: str, answer: str, *, parameters=(), body=None,
                   not_found: str | None = "No such user (or factor).", invalid: str | None = None) -> dict:
         responses = {
-            "200": _json(answer, "Done."),
+            "200": json_answer(ref(answer), "Done."),
             "401": unauthorized,
-            "403": _error(f"The client token lacks the scope {scope}.", ["insufficient_scope"],
-                          headers=challenge(f'Bearer error="insufficient_scope", scope="{scope}".')),
+            "403": error_answer(f"The client token lacks the scope {scope}.", ["insufficient_scope"],
+                                headers=challenge(f'Bearer error="insufficient_scope", scope="{scope}".')),
             "500": server_error,
         }
         if invalid:
-            responses["400"] = _error(invalid, ["invalid_request"])
+            responses["400"] = error_answer(invalid, ["invalid_request"])
         if not_found:
-            responses["404"] = _error(not_found, ["not_found"])
+            responses["404"] = error_answer(not_found, ["not_found"])
         found = {"summary": summary, "description": description, "security": [{"clientToken": [scope]}],
                  "parameters": list(parameters), "responses": dict(sorted(responses.items()))}
         if body:
@@ -255,16 +248,8 @@ def document(settings) -> dict:
                                   "content": {"application/json": {"schema": {"type": "object"}}}}},
         }},
     }
-    for path, operations in paths.items():
-        for method, described in operations.items():
-            described.setdefault("operationId", method + "".join(
-                part.capitalize() for part in path.replace(".", "/").replace("_", "/").replace("{", "")
-                .replace("}", "").split("/") if part))
-
-    return copy.deepcopy({
-        "openapi": OPENAPI_VERSION,
-        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
-        "info": {
+    return openapi_document(
+        info={
             "title": "Admin API",
             "version": "1",
             "description": (
@@ -276,14 +261,12 @@ def document(settings) -> dict:
                 "Request bodies are JSON objects with only the fields named; every error is "
                 "{\"error\", \"error_description\"}."),
         },
-        "servers": [{"url": issuer, "description": "The provider."}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"clientToken": {
-                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "A client access token (an at+jwt from the client_credentials grant at "
-                               f"{issuer}/oidc/token, without a resource) whose scope holds the one each "
-                               "operation lists."}},
-        },
-    })
+        servers=[{"url": issuer, "description": "The provider."}],
+        paths=paths,
+        schemas=schemas,
+        security_schemes={"clientToken": {
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "A client access token (an at+jwt from the client_credentials grant at "
+                           f"{issuer}/oidc/token, without a resource) whose scope holds the one each "
+                           "operation lists."}},
+    )

@@ -24,39 +24,13 @@ changes the document too. What it says, it says because the code does it:
 
 from __future__ import annotations
 
-import copy
-
-OPENAPI_VERSION = "3.1.0"
-NO_NUL = "^[^\\u0000]*$"  # an ECMA-262 regular expression: no U+0000 anywhere
-ERROR_SCHEMA = "#/components/schemas/Error"
-HTML = {"text/html": {"schema": {"type": "string"}}}
-
-
-def _text(limit: int, description: str, required: bool = True) -> dict:
-    if required:
-        return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": NO_NUL, "description": description}
-    return {"type": ["string", "null"], "maxLength": limit, "pattern": NO_NUL,
-            "description": description + " Absent, null and \"\" all mean not given."}
+from .openapi_common import (HTML, NO_NUL, error_answer, json_answer, openapi_document, ref,
+                             server_error_answer, text_schema)
 
 
 def _body(required: list[str], properties: dict, description: str, **extra) -> dict:
     return {"type": "object", "description": description + " Fields not named here are ignored.",
             "required": required, "properties": properties, "additionalProperties": True, **extra}
-
-
-def _error(description: str, codes: list[str], headers: dict | None = None, html: bool = False) -> dict:
-    schema = {"allOf": [{"$ref": ERROR_SCHEMA}, {"properties": {"error": {"enum": codes}}}]}
-    response = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if html:
-        response["content"] = {**HTML, **response["content"]}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _json(schema_ref: str, description: str) -> dict:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
 
 
 def document(settings) -> dict:
@@ -79,31 +53,26 @@ def document(settings) -> dict:
         "additionalProperties": True,
     }
     transaction = {
-        "redirect_uri": _text(api.TEXT_MAX, "Where the code goes: one of the client's registered redirect URIs, "
-                                            "compared exactly."),
+        "redirect_uri": text_schema(api.TEXT_MAX, "Where the code goes: one of the client's registered redirect URIs, "
+                                                  "compared exactly."),
         "require_mfa": {"type": "boolean", "default": False,
                         "description": "Ask for two distinct flows (the provider's mfa level). null is refused."},
         "client_attributes": {"$ref": "#/components/schemas/ClientAttributes"},
-        "state": _text(api.TEXT_MAX, "Returned unchanged in the redirect URL.", required=False),
-        "nonce": _text(api.TEXT_MAX, "Copied into the ID token.", required=False),
-        "scope": _text(api.TEXT_MAX, "Space-separated; scopes the client may not ask for are dropped; "
-                                     "default openid.", required=False),
-        "code_challenge": _text(api.CODE_CHALLENGE_MAX, "PKCE (RFC 7636), method S256; the token request then "
-                                                        "needs the code_verifier.", required=False),
-        "mfa_session": _text(api.MFA_SESSION_MAX, "From the answer of the first factor: makes this call the second "
-                                                  "factor of that login (same user and client, single use, "
-                                                  "10 minutes).", required=False),
+        "state": text_schema(api.TEXT_MAX, "Returned unchanged in the redirect URL.", required=False),
+        "nonce": text_schema(api.TEXT_MAX, "Copied into the ID token.", required=False),
+        "scope": text_schema(api.TEXT_MAX, "Space-separated; scopes the client may not ask for are dropped; "
+                                           "default openid.", required=False),
+        "code_challenge": text_schema(api.CODE_CHALLENGE_MAX, "PKCE (RFC 7636), method S256; the token request then "
+                                                              "needs the code_verifier.", required=False),
+        "mfa_session": text_schema(api.MFA_SESSION_MAX, "From the answer of the first factor: makes this call the "
+                                                        "second factor of that login (same user and client, single "
+                                                        "use, 10 minutes).", required=False),
     }
-    email = _text(api.EMAIL_MAX, "The account's primary email address.")
-    phone = _text(api.PHONE_MAX, "The account's verified phone number, as stored (E.164).")
-    passcode = _text(api.PASSCODE_MAX, "The code that was sent.")
+    email = text_schema(api.EMAIL_MAX, "The account's primary email address.")
+    phone = text_schema(api.PHONE_MAX, "The account's verified phone number, as stored (E.164).")
+    passcode = text_schema(api.PASSCODE_MAX, "The code that was sent.")
 
     schemas = {
-        "Error": {
-            "type": "object", "required": ["error", "error_description"], "additionalProperties": False,
-            "properties": {"error": {"type": "string", "description": "A stable code."},
-                           "error_description": {"type": "string", "description": "For developers; may change."}},
-        },
         "ClientAttributes": attributes,
         "SendEmailOtp": _body(["email"], {"email": email, "client_attributes": transaction["client_attributes"]},
                               "Send a one-time code to an email address."),
@@ -120,10 +89,10 @@ def document(settings) -> dict:
                                 "Check an SMS code."),
         "PasswordLogin": _body(
             ["password", "redirect_uri"],
-            {"username": _text(api.USERNAME_MAX, "Username or primary email address.", required=False),
+            {"username": text_schema(api.USERNAME_MAX, "Username or primary email address.", required=False),
              "email": {"description": f"Used only when username is not given: then required, a string of 1 to "
                                       f"{api.EMAIL_MAX} characters without U+0000. Otherwise not looked at."},
-             "password": _text(api.PASSWORD_MAX, "The account's password."), **transaction},
+             "password": text_schema(api.PASSWORD_MAX, "The account's password."), **transaction},
             "Check a password. The login name is `username` or, when that is not given, `email`.",
             anyOf=[
                 {"required": ["username"], "properties": {"username": {"type": "string", "minLength": 1}}},
@@ -152,12 +121,12 @@ def document(settings) -> dict:
         },
     }
 
-    unauthorized = _error(
+    unauthorized = error_answer(
         "No Bearer token, or one that is invalid, expired, revoked, not a client token, or whose client is gone.",
         ["invalid_token"],
         headers={"WWW-Authenticate": {"schema": {"type": "string"},
                                       "description": 'Bearer error="invalid_token" (RFC 6750).'}})
-    server_error = _error("Unexpected failure (a bug; logged with the incident id).", ["server_error"])
+    server_error = server_error_answer()
 
     def send(summary: str, body: str, scope: str, description: str, codes=("invalid_request",)) -> dict:
         return {
@@ -165,16 +134,16 @@ def document(settings) -> dict:
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{body}"}}}},
             "responses": {
-                "200": _json("CodeSent", "Sent, if the address belongs to an account that can use it."),
-                "400": _error("The body is not a JSON object, a field is missing or malformed, the redirect_uri "
-                              "(sign-in links) is not registered, or the flow is not enabled.", list(codes)),
+                "200": json_answer(ref("CodeSent"), "Sent, if the address belongs to an account that can use it."),
+                "400": error_answer("The body is not a JSON object, a field is missing or malformed, the redirect_uri "
+                                    "(sign-in links) is not registered, or the flow is not enabled.", list(codes)),
                 "401": unauthorized,
-                "403": _error(f"The token lacks the scope {scope}.", ["insufficient_scope"]),
-                "429": _error("Too many messages (per address, user or IP) or too soon after the last one.",
-                              ["rate_limited", "resend_too_soon"]),
+                "403": error_answer(f"The token lacks the scope {scope}.", ["insufficient_scope"]),
+                "429": error_answer("Too many messages (per address, user or IP) or too soon after the last one.",
+                                    ["rate_limited", "resend_too_soon"]),
                 "500": server_error,
-                "503": _error("The mail server or SMS gateway did not take the message; try again.",
-                              ["delivery_failed"]),
+                "503": error_answer("The mail server or SMS gateway did not take the message; try again.",
+                                    ["delivery_failed"]),
             },
         }
 
@@ -184,14 +153,14 @@ def document(settings) -> dict:
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{body}"}}}},
             "responses": {
-                "200": _json("FactorResult", "The factor succeeded: a code, or mfa_required."),
-                "400": _error("Malformed request (invalid_request); wrong, expired or used secret, or a bad "
-                              "mfa_session (invalid_grant); a second factor is needed but the user has none "
-                              "the API offers (mfa_unavailable).",
-                              ["invalid_request", "invalid_grant", "mfa_unavailable"]),
+                "200": json_answer(ref("FactorResult"), "The factor succeeded: a code, or mfa_required."),
+                "400": error_answer("Malformed request (invalid_request); wrong, expired or used secret, or a bad "
+                                    "mfa_session (invalid_grant); a second factor is needed but the user has none "
+                                    "the API offers (mfa_unavailable).",
+                                    ["invalid_request", "invalid_grant", "mfa_unavailable"]),
                 "401": unauthorized,
-                "403": _error(f"The token lacks the scope {scope} (insufficient_scope), or the sign-in policy "
-                              "refuses this sign-in (access_denied).", ["insufficient_scope", "access_denied"]),
+                "403": error_answer(f"The token lacks the scope {scope} (insufficient_scope), or the sign-in policy "
+                                    "refuses this sign-in (access_denied).", ["insufficient_scope", "access_denied"]),
                 "500": server_error,
             },
         }
@@ -231,13 +200,13 @@ def document(settings) -> dict:
             "302": {"description": "To the authorization endpoint (see above); the body is a short HTML page "
                                    "linking there.", "content": HTML,
                     "headers": {"Location": {"schema": {"type": "string", "format": "uri"}, "required": True}}},
-            "400": _error("Missing or repeated parameter, unknown client (invalid_client), unregistered "
-                          "redirect_uri, bad require_mfa or PKCE parameters (invalid_request), or no acr level "
-                          "here requires WebAuthn (unmet_authentication_requirements). An HTML page unless "
-                          "the request prefers application/json.",
-                          ["invalid_request", "invalid_client", "unmet_authentication_requirements"], html=True),
-            "500": _error("Unexpected failure (a bug). An HTML page unless the request prefers application/json.",
-                          ["server_error"], html=True),
+            "400": error_answer("Missing or repeated parameter, unknown client (invalid_client), unregistered "
+                                "redirect_uri, bad require_mfa or PKCE parameters (invalid_request), or no acr level "
+                                "here requires WebAuthn (unmet_authentication_requirements). An HTML page unless "
+                                "the request prefers application/json.",
+                                ["invalid_request", "invalid_client", "unmet_authentication_requirements"], html=True),
+            "500": error_answer("Unexpected failure (a bug). An HTML page unless the request prefers application/json.",
+                                ["server_error"], html=True),
         },
     }
     link_token = {"type": "string", "maxLength": api.LINK_TOKEN_MAX,
@@ -271,8 +240,8 @@ def document(settings) -> dict:
                 "responses": {
                     "200": {"description": "The confirmation page.", "content": HTML},
                     "400": {"description": "The link is unknown, expired or used (an HTML page).", "content": HTML},
-                    "500": _error("Unexpected failure (a bug). An HTML page unless the request prefers JSON.",
-                                  ["server_error"], html=True),
+                    "500": error_answer("Unexpected failure (a bug). An HTML page unless the request prefers JSON.",
+                                        ["server_error"], html=True),
                 },
             },
             "post": {
@@ -289,14 +258,14 @@ def document(settings) -> dict:
                             "content": HTML,
                             "headers": {"Location": {"schema": {"type": "string", "format": "uri"},
                                                      "required": True}}},
-                    "400": _error("The link is unknown, expired or used (link_invalid: an HTML page); or, in "
-                                  "JSON, a bad mfa_session (invalid_grant), or a second factor is needed that "
-                                  "the user lacks (mfa_unavailable), or require_mfa cannot be honoured "
-                                  "(invalid_request).", ["invalid_request", "invalid_grant", "mfa_unavailable"],
-                                  html=True),
-                    "403": _error("The sign-in policy refuses this sign-in.", ["access_denied"]),
-                    "500": _error("Unexpected failure (a bug). An HTML page unless the request prefers JSON.",
-                                  ["server_error"], html=True),
+                    "400": error_answer("The link is unknown, expired or used (link_invalid: an HTML page); or, in "
+                                        "JSON, a bad mfa_session (invalid_grant), or a second factor is needed that "
+                                        "the user lacks (mfa_unavailable), or require_mfa cannot be honoured "
+                                        "(invalid_request).", ["invalid_request", "invalid_grant", "mfa_unavailable"],
+                                        html=True),
+                    "403": error_answer("The sign-in policy refuses this sign-in.", ["access_denied"]),
+                    "500": error_answer("Unexpected failure (a bug). An HTML page unless the request prefers JSON.",
+                                        ["server_error"], html=True),
                 },
             },
         },
@@ -312,15 +281,8 @@ def document(settings) -> dict:
                                   "content": {"application/json": {"schema": {"type": "object"}}}}},
         }},
     }
-    for path, operations in paths.items():
-        for method, operation in operations.items():
-            operation.setdefault("operationId", method + "".join(
-                part.capitalize() for part in path.replace(".", "/").replace("_", "/").split("/") if part))
-
-    return copy.deepcopy({
-        "openapi": OPENAPI_VERSION,
-        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
-        "info": {
+    return openapi_document(
+        info={
             "title": "Direct authentication API",
             "version": "1",
             "description": (
@@ -337,17 +299,15 @@ def document(settings) -> dict:
                 "error pages unless the request prefers application/json.\n\n"
                 "The same API is served under /cis (second server), as the Transmit guide's URLs have it."),
         },
-        "servers": [
+        servers=[
             {"url": issuer, "description": "The provider."},
             {"url": f"{issuer}/cis", "description": "The same API under /cis, as in the Transmit guide "
                                                     "(not /v1/openapi.json)."},
         ],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"clientToken": {
-                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "A client access token (an at+jwt from the client_credentials grant at "
-                               f"{issuer}/oidc/token) whose scope holds the one each operation lists."}},
-        },
-    })
+        paths=paths,
+        schemas=schemas,
+        security_schemes={"clientToken": {
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "description": "A client access token (an at+jwt from the client_credentials grant at "
+                           f"{issuer}/oidc/token) whose scope holds the one each operation lists."}},
+    )

@@ -19,37 +19,18 @@ does for the direct API. What it says, the code does:
 
 from __future__ import annotations
 
-import copy
+from .openapi_common import error_answer, json_answer, openapi_document, ref, server_error_answer, text_schema
 
-from .openapi import NO_NUL, OPENAPI_VERSION
-
-ERROR_SCHEMA = "#/components/schemas/Error"
+# the challenge of every 401 here
+CHALLENGE = {"WWW-Authenticate": {
+    "schema": {"type": "string"}, "required": True,
+    "description": 'Bearer error="<the error>" (RFC 6750); for insufficient_user_authentication also '
+                   'error_description, acr_values and max_age (RFC 9470).'}}
 
 
 def _text(limit: int, description: str, required: bool = False) -> dict:
-    if required:
-        return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": NO_NUL, "description": description}
-    return {"type": ["string", "null"], "maxLength": limit, "pattern": NO_NUL,
-            "description": description + ' Absent, null and "" all mean not given.'}
-
-
-def _error(description: str, codes: list[str], www_authenticate: bool = False) -> dict:
-    schema = {"allOf": [{"$ref": ERROR_SCHEMA}, {"properties": {"error": {"enum": codes}}}]}
-    response = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if www_authenticate:
-        response["headers"] = {"WWW-Authenticate": {
-            "schema": {"type": "string"}, "required": True,
-            "description": 'Bearer error="<the error>" (RFC 6750); for insufficient_user_authentication also '
-                           'error_description, acr_values and max_age (RFC 9470).'}}
-    return response
-
-
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+    """Most members here are optional."""
+    return text_schema(limit, description, required)
 
 
 def document(settings) -> dict:
@@ -62,11 +43,6 @@ def document(settings) -> dict:
         "description": description}
 
     schemas = {
-        "Error": {
-            "type": "object", "required": ["error", "error_description"], "additionalProperties": False,
-            "properties": {"error": {"type": "string", "description": "A stable code."},
-                           "error_description": {"type": "string", "description": "For developers; may change."}},
-        },
         "Authenticator": {
             "type": "object", "required": ["id", "authenticator_type", "active", "name"],
             "additionalProperties": False,
@@ -130,14 +106,14 @@ def document(settings) -> dict:
         },
     }
 
-    unauthorized = _error("No Bearer token, or an mfa_token that is unknown, used or expired, or an access token "
-                          "that is invalid, expired, revoked, not a user's or not for the MFA API's audience.",
-                          ["invalid_token"], www_authenticate=True)
-    server_error = _error("Unexpected failure (a bug; logged with the incident id).", ["server_error"])
+    unauthorized = error_answer("No Bearer token, or an mfa_token that is unknown, used or expired, or an access token "
+                                "that is invalid, expired, revoked, not a user's or not for the MFA API's audience.",
+                                ["invalid_token"], CHALLENGE)
+    server_error = server_error_answer()
     security = [{"mfaToken": []}, {"accessToken": []}]
 
     def body(name: str) -> dict:
-        return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+        return {"required": True, "content": {"application/json": {"schema": ref(name)}}}
 
     paths = {
         "/mfa/authenticators": {"get": {
@@ -145,9 +121,9 @@ def document(settings) -> dict:
             "description": "With an mfa_token, or an access token holding read:authenticators.",
             "security": security,
             "responses": {
-                "200": _json({"type": "array", "items": _ref("Authenticator")}, "The user's authenticators."),
+                "200": json_answer({"type": "array", "items": ref("Authenticator")}, "The user's authenticators."),
                 "401": unauthorized,
-                "403": _error("The access token lacks read:authenticators.", ["insufficient_scope"]),
+                "403": error_answer("The access token lacks read:authenticators.", ["insufficient_scope"]),
                 "500": server_error,
             },
         }},
@@ -162,13 +138,15 @@ def document(settings) -> dict:
                             "schema": {"type": "string", "minLength": 1}, "description": "From the list."}],
             "responses": {
                 "204": {"description": "Removed."},
-                "400": _error("The authenticator cannot be removed here (the email address).", ["invalid_request"]),
-                "401": _error("Bad token (invalid_token), or no recent second factor "
-                              "(insufficient_user_authentication).",
-                              ["invalid_token", "insufficient_user_authentication"], www_authenticate=True),
-                "403": _error("An mfa_token, or an access token without remove:authenticators.",
-                              ["insufficient_scope"]),
-                "404": _error("The user has no authenticator with this id.", ["authenticator_not_found", "not_found"]),
+                "400": error_answer("The authenticator cannot be removed here (the email address).",
+                                    ["invalid_request"]),
+                "401": error_answer("Bad token (invalid_token), or no recent second factor "
+                                    "(insufficient_user_authentication).",
+                                    ["invalid_token", "insufficient_user_authentication"], CHALLENGE),
+                "403": error_answer("An mfa_token, or an access token without remove:authenticators.",
+                                    ["insufficient_scope"]),
+                "404": error_answer("The user has no authenticator with this id.",
+                                    ["authenticator_not_found", "not_found"]),
                 "500": server_error,
             },
         }},
@@ -181,21 +159,21 @@ def document(settings) -> dict:
             "security": security,
             "requestBody": body("AssociateRequest"),
             "responses": {
-                "200": _json(_ref("AssociateAnswer"), "Started; confirm with the first code or the device."),
-                "400": _error("Malformed request, a factor that is not enabled, a phone number not in E.164 or an "
-                              "address that is not the account's (invalid_request); an authenticator that cannot "
-                              "complete this sign-in (unsupported_challenge_type).",
-                              ["invalid_request", "unsupported_challenge_type"]),
-                "401": _error("Bad token (invalid_token), client authentication failed (invalid_client), or no "
-                              "recent second factor (insufficient_user_authentication).",
-                              ["invalid_token", "invalid_client", "insufficient_user_authentication"],
-                              www_authenticate=True),
-                "403": _error("Already enrolled (access_denied, with an mfa_token), or the access token lacks "
-                              "enroll (insufficient_scope).", ["access_denied", "insufficient_scope"]),
-                "429": _error("Too many codes (per address, user or IP) or too soon after the last one.",
-                              ["rate_limited", "resend_too_soon"]),
+                "200": json_answer(ref("AssociateAnswer"), "Started; confirm with the first code or the device."),
+                "400": error_answer("Malformed request, a factor that is not enabled, a phone number not in E.164 or "
+                                    "an address that is not the account's (invalid_request); an authenticator that "
+                                    "cannot complete this sign-in (unsupported_challenge_type).",
+                                    ["invalid_request", "unsupported_challenge_type"]),
+                "401": error_answer("Bad token (invalid_token), client authentication failed (invalid_client), or no "
+                                    "recent second factor (insufficient_user_authentication).",
+                                    ["invalid_token", "invalid_client", "insufficient_user_authentication"],
+                                    CHALLENGE),
+                "403": error_answer("Already enrolled (access_denied, with an mfa_token), or the access token lacks "
+                                    "enroll (insufficient_scope).", ["access_denied", "insufficient_scope"]),
+                "429": error_answer("Too many codes (per address, user or IP) or too soon after the last one.",
+                                    ["rate_limited", "resend_too_soon"]),
                 "500": server_error,
-                "503": _error("The mail server or gateway did not take the message.", ["delivery_failed"]),
+                "503": error_answer("The mail server or gateway did not take the message.", ["delivery_failed"]),
             },
         }},
         "/mfa/challenge": {"post": {
@@ -206,33 +184,27 @@ def document(settings) -> dict:
             "security": [],
             "requestBody": body("ChallengeRequest"),
             "responses": {
-                "200": _json(_ref("ChallengeAnswer"), "Challenged."),
-                "400": _error("Malformed request (invalid_request), an mfa_token that is unknown, used or another "
-                              "client's (invalid_grant) or expired (expired_token), no authenticator of the types "
-                              "(unsupported_challenge_type), or not this user's (invalid_authenticator_id).",
-                              ["invalid_request", "invalid_grant", "expired_token", "unsupported_challenge_type",
-                               "invalid_authenticator_id"]),
-                "401": _error("Client authentication failed.", ["invalid_client"], www_authenticate=True),
-                "429": _error("Too many codes or push requests, or too soon after the last one.",
-                              ["rate_limited", "resend_too_soon", "push_rate_limited"]),
+                "200": json_answer(ref("ChallengeAnswer"), "Challenged."),
+                "400": error_answer("Malformed request (invalid_request), an mfa_token that is unknown, used or "
+                                    "another client's (invalid_grant) or expired (expired_token), no authenticator of "
+                                    "the types (unsupported_challenge_type), or not this user's "
+                                    "(invalid_authenticator_id).",
+                                    ["invalid_request", "invalid_grant", "expired_token", "unsupported_challenge_type",
+                                     "invalid_authenticator_id"]),
+                "401": error_answer("Client authentication failed.", ["invalid_client"], CHALLENGE),
+                "429": error_answer("Too many codes or push requests, or too soon after the last one.",
+                                    ["rate_limited", "resend_too_soon", "push_rate_limited"]),
                 "500": server_error,
-                "503": _error("The message or push notification could not be delivered.", ["delivery_failed"]),
+                "503": error_answer("The message or push notification could not be delivered.", ["delivery_failed"]),
             },
         }},
         "/mfa/openapi.json": {"get": {
             "summary": "This document", "security": [],
-            "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 description of the MFA API.")},
+            "responses": {"200": json_answer({"type": "object"}, "The OpenAPI 3.1 description of the MFA API.")},
         }},
     }
-    for path, operations in paths.items():
-        for method, operation in operations.items():
-            operation.setdefault("operationId", method + "".join(
-                part.strip("{}").capitalize() for part in path.replace(".", "/").replace("_", "/").split("/") if part))
-
-    return copy.deepcopy({
-        "openapi": OPENAPI_VERSION,
-        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
-        "info": {
+    return openapi_document(
+        info={
             "title": "MFA API (Auth0-compatible)",
             "version": "1",
             "description": (
@@ -246,16 +218,14 @@ def document(settings) -> dict:
                 "Request bodies are JSON objects; members not named are ignored; a string member that is absent, "
                 "null or \"\" counts as not given. Every error is {\"error\", \"error_description\"}."),
         },
-        "servers": [{"url": issuer, "description": "The provider."}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "mfaToken": {"type": "http", "scheme": "bearer",
-                             "description": "The mfa_token of an mfa_required answer (opaque, 10 minutes)."},
-                "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                "description": f"A user's access token whose audience is {issuer}/mfa/ and whose "
-                                               "scope holds what the operation needs."},
-            },
+        servers=[{"url": issuer, "description": "The provider."}],
+        paths=paths,
+        schemas=schemas,
+        security_schemes={
+            "mfaToken": {"type": "http", "scheme": "bearer",
+                         "description": "The mfa_token of an mfa_required answer (opaque, 10 minutes)."},
+            "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                            "description": f"A user's access token whose audience is {issuer}/mfa/ and whose "
+                                           "scope holds what the operation needs."},
         },
-    })
+    )

@@ -358,6 +358,26 @@ def post(agent: UserAgent, page: requests.Response, action: str, fields: dict | 
     return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
 
 
+def wrong_passwords_at_once(provider: Provider, username: str, count: int, timeout: float = 60) -> None:
+    """`count` wrong passwords for one account, posted from one login page at the same instant
+    (a barrier releases them together): what the lockout must count atomically."""
+    agent = UserAgent(provider)
+    page = agent.authorize(client_id="web")
+    url, token = agent.form_action(page), agent.csrf(page)
+    barrier = threading.Barrier(count)
+
+    def guess(i):
+        barrier.wait()
+        agent.http.post(url, data={"csrf_token": token, "login": username, "password": f"guess {i}",
+                                   "action": "login"}, allow_redirects=False, timeout=timeout)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 30)
+
+
 def callback_params(response: requests.Response) -> dict:
     assert response.status_code in (302, 303), f"expected a redirect to the client, got {response.status_code}: {response.text[:300]}"
     location = response.headers["Location"]
@@ -394,13 +414,10 @@ def plain_smtp():
 @pytest.fixture(scope="session")
 def gateway_server():
     """A real HTTP server standing in for the SMS/voice gateways; records what it gets."""
-    from tests.servers import start_gateway
+    from tests.servers import Gateway, serving
 
-    server, thread = start_gateway()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Gateway()) as server:
+        yield server
 
 
 @pytest.fixture

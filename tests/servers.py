@@ -1,5 +1,6 @@
 """Real servers on 127.0.0.1 for the tests: an SMTP server (aiosmtpd) that keeps what
-arrives, and an HTTP server standing in for the SMS/voice gateways."""
+arrives, an HTTP server standing in for the SMS/voice gateways, and `serving` /
+`serving_app` to run any HTTP server or WSGI app on a thread for a test."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +17,7 @@ from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import LoginPassword
+from werkzeug.serving import make_server
 
 
 def free_port() -> int:
@@ -122,11 +125,24 @@ class Gateway(ThreadingHTTPServer):
         self.status, self.delay = 200, 0.0
 
 
-def start_gateway() -> tuple[Gateway, threading.Thread]:
-    server = Gateway()
+@contextmanager
+def serving(server):
+    """Run an HTTP server (http.server's, Werkzeug's) on a thread for the block; closed after."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return server, thread
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def serving_app(app):
+    """A WSGI app on a free loopback port for the block; yields its base URL."""
+    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 def text_of(message) -> str:

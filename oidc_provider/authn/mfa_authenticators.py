@@ -35,7 +35,7 @@ from ..models import Authenticator, User, confirmed_authenticators, record_audit
 from .chain import next_choices
 from .factors import Verification
 from .factors.push import ENROLLMENT as PUSH_ENROLLMENT
-from .lockout import verify_counted
+from .lockout import CountedCheck, verify_counted
 from .mfa_tokens import MfaLogin, MfaTokenError, MfaTokens
 from .otp import mask_email, mask_phone
 from .session import FactorUse
@@ -281,17 +281,6 @@ def push_enrollment_status(op, user, record: dict) -> str:
     return "expired"
 
 
-class _Check:
-    """A one-off check under the account lockout (verify_counted takes a factor-shaped object)."""
-
-    def __init__(self, factor_id: str, check):
-        self.id = factor_id
-        self._check = check
-
-    def verify(self, user, response, context) -> Verification:
-        return self._check()
-
-
 def confirm_totp(op, holder: Holder, enrollment: dict, code: str) -> Verification:
     """The first valid code from the new app confirms it (the TOTP factor's rules: try limit,
     that step used up), under the lockout."""
@@ -305,7 +294,7 @@ def confirm_totp(op, holder: Holder, enrollment: dict, code: str) -> Verificatio
             return Verification(False, "no pending authenticator app for this holder")
         return totp.confirm_enrollment(user, pending, code)
 
-    result = verify_counted(op, _Check("totp", check), user, {}, {})
+    result = verify_counted(op, CountedCheck("totp", check), user, {}, {})
     if result.ok:
         enrolled(op, holder, "totp", enrollment)
     return result
@@ -324,7 +313,7 @@ def confirm_contact(op, holder: Holder, record: dict, code: str) -> Verification
             return Verification(False, "the address changed since the code was sent")
         return result
 
-    result = verify_counted(op, _Check(CHANNELS[channel], check), user, {}, {})
+    result = verify_counted(op, CountedCheck(CHANNELS[channel], check), user, {}, {})
     if result.ok:
         if channel == "email":
             user.email_verified = True

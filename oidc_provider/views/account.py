@@ -69,11 +69,12 @@ def step_up(session, user, back: str | None = None, json: bool = False):
     if reauth.is_fresh(op, session, user):
         return None
     if json:
-        return _json_error("reauth_required", 401)
+        return json_message("reauth_required", 401)
     return reauth.start(op, session, user, back or request.full_path.rstrip("?"))
 
 
-def _json_error(message_id: str, status: int):
+def json_message(message_id: str, status: int):
+    """A catalogued message as JSON, for the pages' scripts (webauthn.js)."""
     response = jsonify(error=message_id, message=MESSAGES[message_id])
     response.status_code = status
     return response
@@ -89,7 +90,7 @@ def sensitive(back=None, json: bool = False):
         def wrapper(*args, **kwargs):
             session, user = signed_in()
             if user is None:
-                return _json_error("signed_out", 401) if json else error_page("signed_out", 401)
+                return json_message("signed_out", 401) if json else error_page("signed_out", 401)
             target = url_for(back, **kwargs) if back else None
             return step_up(session, user, target, json) or view(*args, **kwargs)
 
@@ -197,8 +198,21 @@ def _send_code(session, user, channel: str, destination: str, purpose: str):
         return _render(user, 503, "delivery_failed")
     pending = {"challenge": issued.challenge, "destination": destination}
     op.store.set(f"{purpose}-pending:{session.sid}:{channel}", pending, op.settings.otp.lifetime)
-    shown = mask_email(destination) if channel == "email" else mask_phone(destination)
-    return _render(user, sent={"channel": channel, "to": shown, "change": purpose == "change"})
+    return _render(user, sent={"channel": channel, "to": _masked(channel, destination), "change": purpose == "change"})
+
+
+def _check_code(session, user, channel: str, purpose: str) -> tuple[Verification, dict]:
+    """The code the user typed, checked against the one _send_code sent for `purpose`:
+    (the result, what was pending: its destination)."""
+    op = _op()
+    pending = op.store.get(f"{purpose}-pending:{session.sid}:{channel}") or {}
+    result = op.otp.verify(pending.get("challenge"), factor=f"{purpose}-{channel}", binding=session.sid,
+                           user_id=user.id, secret=(request.form.get("code") or "")[:32])
+    return result, pending
+
+
+def _masked(channel: str, destination: str) -> str:
+    return mask_email(destination) if channel == "email" else mask_phone(destination)
 
 
 @bp.post("/contact/<channel>/confirm")
@@ -206,10 +220,7 @@ def confirm(channel: str):
     session, user = signed_in()
     if user is None or channel not in CHANNELS:
         return error_page("signed_out", 401)
-    op = _op()
-    pending = op.store.get(f"verify-pending:{session.sid}:{channel}") or {}
-    result = op.otp.verify(pending.get("challenge"), factor=f"verify-{channel}", binding=session.sid,
-                           user_id=user.id, secret=(request.form.get("code") or "")[:32])
+    result, pending = _check_code(session, user, channel, "verify")
     if result.ok and pending["destination"] != _contact(user, channel)[0]:
         result = Verification(False, "the address changed since the code was sent")
     if not result.ok:
@@ -231,10 +242,7 @@ def confirm_change(channel: str):
     session, user = signed_in()
     if channel not in CHANNELS:
         return error_page("not_found", 404)
-    op = _op()
-    pending = op.store.get(f"change-pending:{session.sid}:{channel}") or {}
-    result = op.otp.verify(pending.get("challenge"), factor=f"change-{channel}", binding=session.sid,
-                           user_id=user.id, secret=(request.form.get("code") or "")[:32])
+    result, pending = _check_code(session, user, channel, "change")
     new = pending.get("destination")
     if result.ok and channel == "email" and User.find_by_login(new) is not None:
         result = Verification(False, "the address belongs to another account")
@@ -242,7 +250,7 @@ def confirm_change(channel: str):
         record_audit("contact.change_failed", user_id=user.id, ip=request.remote_addr, channel=channel,
                      reason=result.reason)
         return _render(user, 401, "code_failed", sent={"channel": channel, "to": "", "change": True})
-    shown = mask_email(new) if channel == "email" else mask_phone(new)
+    shown = _masked(channel, new)
     old = _contact(user, channel)[0]
     notify(user, "contact.changed", channel=channel, shown=shown)  # to the old address, while it is the one
     if channel == "email":
@@ -251,7 +259,7 @@ def confirm_change(channel: str):
         user.phone_number, user.phone_number_verified = new, True
     db.session.commit()
     record_audit("contact.changed", user_id=user.id, ip=request.remote_addr, channel=channel,
-                 old=(mask_email(old) if channel == "email" else mask_phone(old)) if old else None, new=shown)
+                 old=_masked(channel, old) if old else None, new=shown)
     if channel == "email" and old:
         notify(user, "contact.changed", channel=channel, shown=shown)  # and to the new one
     return redirect(url_for("account.contact", done="changed"), code=303)

@@ -81,25 +81,29 @@ def _confirm_page(user, authenticator, status=200):
                            last_used=when(authenticator.last_used_at)), status
 
 
-@bp.get("/factors/<int:authenticator_id>/remove")
-def confirm_remove(authenticator_id: int):
+def _removal(authenticator_id: int):
+    """(session, user, the factor, None) for the removal pages, or (None, None, None, an error
+    page): nobody signed in (401), or not this user's removable factor (404)."""
     session, user = signed_in()
     if user is None:
-        return error_page("signed_out", 401)
+        return None, None, None, error_page("signed_out", 401)
     authenticator = own_authenticator(user, authenticator_id)
     if authenticator is None:
-        return error_page("not_found", 404)
-    return step_up(session, user) or _confirm_page(user, authenticator)
+        return None, None, None, error_page("not_found", 404)
+    return session, user, authenticator, None
+
+
+@bp.get("/factors/<int:authenticator_id>/remove")
+def confirm_remove(authenticator_id: int):
+    session, user, authenticator, failure = _removal(authenticator_id)
+    return failure or step_up(session, user) or _confirm_page(user, authenticator)
 
 
 @bp.post("/factors/<int:authenticator_id>/remove")
 def remove(authenticator_id: int):
-    session, user = signed_in()
-    if user is None:
-        return error_page("signed_out", 401)
-    authenticator = own_authenticator(user, authenticator_id)
-    if authenticator is None:
-        return error_page("not_found", 404)
+    session, user, authenticator, failure = _removal(authenticator_id)
+    if failure:
+        return failure
     back = url_for("account_security.confirm_remove", authenticator_id=authenticator_id)
     failure = step_up(session, user, back)
     if failure:

@@ -14,15 +14,15 @@ WWW-Authenticate challenge). The OpenAPI 3.1 description (admin_openapi.py) is s
 
 from __future__ import annotations
 
-import json
 import re
-import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import admin
 from ..audit_query import QueryError, build_filter, event_dict, find_events
+from .api_common import (ApiError, cached_description, client_token_claims, json_error, json_object, log_incident,
+                         malformed, server_error, storable)
 
 bp = Blueprint("admin_api", __name__, url_prefix="/admin/v1")
 USERS_SCOPE, AUDIT_SCOPE = "admin:users", "admin:audit"
@@ -33,20 +33,9 @@ USERS_LIMIT_MAX = 500
 STATUS = {"not_found": 404, "invalid_request": 400}  # AdminError.error -> HTTP status
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, description: str, scope: str | None = None):
-        super().__init__(description)
-        self.status, self.error, self.description, self.scope = status, error, description, scope
-
-
 @bp.errorhandler(ApiError)
 def api_error(exc: ApiError):
-    response = jsonify(error=exc.error, error_description=exc.description)
-    response.status_code = exc.status
-    if exc.status in (401, 403):  # RFC 6750 3
-        scope = f', scope="{exc.scope}"' if exc.scope else ""
-        response.headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"{scope}'
-    return response
+    return json_error(exc, challenge_on=(401, 403))
 
 
 @bp.errorhandler(admin.AdminError)
@@ -56,18 +45,14 @@ def refused(exc: admin.AdminError):
 
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException):
-    """Werkzeug's own refusals inside these views (a body too large...): the JSON shape."""
     if exc.code == 404:
         return api_error(ApiError(404, "not_found", "Not found."))
-    description = "The request body is too large." if exc.code == 413 else "The request could not be understood."
-    return api_error(ApiError(400, "invalid_request", description))
+    return api_error(malformed(exc))
 
 
 @bp.errorhandler(Exception)
 def unexpected(exc: Exception):
-    incident = uuid.uuid4().hex[:12]
-    current_app.logger.exception("unexpected error in the admin API, incident %s", incident)
-    return api_error(ApiError(500, "server_error", f"Unexpected error (incident {incident})."))
+    return api_error(server_error(log_incident("admin API")))
 
 
 @bp.after_request
@@ -82,13 +67,8 @@ def _op():
 
 def admin_actor(scope: str) -> admin.Actor:
     """The admin client whose access token authorizes this call (RFC 6750), with `scope`."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "invalid_token", "A client access token is required (Authorization: Bearer).")
     op = _op()
-    claims = op.tokens.verify_access_token(token.strip())
-    if claims is None or claims.get("sub") != claims.get("client_id"):
-        raise ApiError(401, "invalid_token", "The token is invalid, expired, revoked or not a client token.")
+    claims = client_token_claims(op)
     audiences = claims.get("aud")
     if op.settings.issuer_url not in ([audiences] if isinstance(audiences, str) else audiences or []):
         raise ApiError(401, "invalid_token", "The token was issued for another resource.")
@@ -97,20 +77,12 @@ def admin_actor(scope: str) -> admin.Actor:
         raise ApiError(401, "invalid_token", "The client is no longer registered.")
     # the scope in the token, and still registered for the client (clients.yaml may have changed)
     if scope not in (claims.get("scope") or "").split() or scope not in client.config.scopes:
-        raise ApiError(403, "insufficient_scope", f"The client token lacks the scope '{scope}'.", scope)
+        raise ApiError(403, "insufficient_scope", f"The client token lacks the scope '{scope}'.",
+                       {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
     return admin.Actor(client.client_id, client.client_id, request.remote_addr)
 
 
 # -- input ------------------------------------------------------------------------------------
-
-def _storable(value: str) -> bool:
-    """No NUL (PostgreSQL text refuses it) and no unpaired surrogate (not UTF-8 encodable)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in value
-
 
 def _once(name: str) -> str | None:
     values = request.args.getlist(name)
@@ -122,7 +94,7 @@ def _once(name: str) -> str | None:
 def _query(name: str, limit: int) -> str | None:
     """A query parameter, or None when absent; "" is returned as is (for most, not given)."""
     value = _once(name)
-    if value is not None and (len(value) > limit or not _storable(value)):
+    if value is not None and (len(value) > limit or not storable(value)):
         raise ApiError(400, "invalid_request", f"'{name}' must be at most {limit} characters, without U+0000.")
     return value
 
@@ -141,9 +113,7 @@ def _body(allowed: set[str], optional: bool = False) -> dict:
     a misspelt one is not silently ignored."""
     if optional and not request.get_data(cache=True):
         return {}
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
+    data = json_object()
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ApiError(400, "invalid_request", f"Unknown field '{unknown[0][:40]}'.")
@@ -260,8 +230,4 @@ def audit():
 def openapi_document():
     from ..admin_openapi import document
 
-    cache = current_app.extensions.setdefault("op.cache", {})
-    body = cache.get("admin-openapi")
-    if body is None:
-        body = cache["admin-openapi"] = json.dumps(document(_op().settings), separators=(",", ":")).encode()
-    return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
+    return cached_description("admin-openapi", document)

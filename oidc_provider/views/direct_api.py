@@ -23,14 +23,12 @@ the browser prefers JSON); nothing raised here becomes an HTML or a traceback an
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import time
-import uuid
 from dataclasses import asdict
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ..authn import chain
@@ -44,6 +42,8 @@ from ..errors import error_page
 from ..extensions import db
 from ..models import User, record_audit
 from ..oauth.server import store_authorization_code
+from .api_common import (ApiError, cached_description, client_token_claims, json_error, json_object, log_incident,
+                         malformed, server_error, storable, text_member)
 
 bp = Blueprint("direct_api", __name__, url_prefix="/v1/auth")
 MFA_SESSION_LIFETIME = 10 * 60
@@ -58,19 +58,9 @@ USER_AGENT_MAX, IP_ADDRESS_MAX = 512, 64  # the audit table's ip column holds 64
 BROWSER_ENDPOINTS = frozenset({"magic_link_landing", "magic_link_confirm", "webauthn_start"})
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, description: str):
-        super().__init__(description)
-        self.status, self.error, self.description = status, error, description
-
-
 @bp.errorhandler(ApiError)
 def api_error(exc: ApiError):
-    response = jsonify(error=exc.error, error_description=exc.description)
-    response.status_code = exc.status
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
-    return response
+    return json_error(exc)
 
 
 def _browser_page() -> bool:
@@ -83,21 +73,18 @@ def _wants_json() -> bool:
 
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException):
-    """Errors Werkzeug raises inside these views (an oversized body, a malformed form): a
-    400 in the documented shape, not the site's HTML page; too large is malformed too."""
-    description = "The request body is too large." if exc.code == 413 else "The request could not be understood."
+    """The browser pages answer Werkzeug's refusals as the site's HTML page."""
     if _browser_page() and not _wants_json():
         return error_page("invalid_request", 400)
-    return api_error(ApiError(400, "invalid_request", description))
+    return api_error(malformed(exc))
 
 
 @bp.errorhandler(Exception)
 def unexpected(exc: Exception):
-    incident = uuid.uuid4().hex[:12]
-    current_app.logger.exception("unexpected error in the direct API, incident %s", incident)
+    incident = log_incident("direct API")
     if _browser_page() and not _wants_json():
         return error_page("server_error", 500, detail=f"Incident {incident}")
-    return api_error(ApiError(500, "server_error", f"Unexpected error (incident {incident})."))
+    return api_error(server_error(incident))
 
 
 def _op():
@@ -106,12 +93,7 @@ def _op():
 
 def api_client(scope: str):
     """The client whose access token authorizes this call (RFC 6750), with `scope`."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "invalid_token", "A client access token is required (Authorization: Bearer).")
-    claims = _op().tokens.verify_access_token(token.strip())
-    if claims is None or claims.get("sub") != claims.get("client_id"):
-        raise ApiError(401, "invalid_token", "The token is invalid, expired, revoked or not a client token.")
+    claims = client_token_claims(_op())
     if "cnf" in claims:  # RFC 9449 7.2: a DPoP-bound token is never good as a Bearer token
         raise ApiError(401, "invalid_token", "The token is bound to a DPoP key and cannot be used as a Bearer token.")
     if scope not in (claims.get("scope") or "").split():
@@ -120,38 +102,6 @@ def api_client(scope: str):
     if client is None:
         raise ApiError(401, "invalid_token", "The client is no longer registered.")
     return client
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
-    return data
-
-
-def _storable(value: str) -> bool:
-    """No NUL (PostgreSQL text refuses it) and no unpaired surrogate (not UTF-8 encodable)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _text(data: dict, name: str, required: bool = True, limit: int = TEXT_MAX) -> str | None:
-    """A string field; absent, null and "" all mean "not given"."""
-    value = data.get(name)
-    if value is None or value == "":
-        if required:
-            raise ApiError(400, "invalid_request", f"'{name}' is required.")
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise ApiError(400, "invalid_request", f"'{name}' must be a string of at most {limit} characters.")
-    if not _storable(value):
-        raise ApiError(400, "invalid_request", f"'{name}' must not contain NUL characters or unpaired surrogates.")
-    return value
 
 
 def _flag(data: dict, name: str) -> bool:
@@ -170,14 +120,14 @@ def _attributes(data: dict) -> dict:
     limits = {"user_agent": USER_AGENT_MAX, "ip_address": IP_ADDRESS_MAX}
     if not isinstance(attributes, dict) or any(
             not isinstance(attributes.get(key, ""), str) or len(attributes.get(key, "")) > limit
-            or not _storable(attributes.get(key, "")) for key, limit in limits.items()):
+            or not storable(attributes.get(key, "")) for key, limit in limits.items()):
         raise ApiError(400, "invalid_request", "'client_attributes' must be an object whose user_agent (at most "
                        f"{USER_AGENT_MAX} characters) and ip_address (at most {IP_ADDRESS_MAX}) are strings.")
     return {"user_agent": attributes.get("user_agent"), "ip_address": attributes.get("ip_address")}
 
 
 def _redirect_uri(client, data: dict) -> str:
-    uri = _text(data, "redirect_uri")
+    uri = text_member(data, "redirect_uri", TEXT_MAX)
     if not client.check_redirect_uri(uri):
         raise ApiError(400, "invalid_request", "'redirect_uri' is not registered for this client.")
     return uri
@@ -217,8 +167,8 @@ def _send_code(client, factor_id: str, user, identifier: str, attributes: dict):
 @bp.post("/otp/email")
 def send_email_otp():
     client = api_client("auth.email")
-    data = _body()
-    email = _text(data, "email", limit=EMAIL_MAX)
+    data = json_object()
+    email = text_member(data, "email", EMAIL_MAX)
     return _send_code(client, "email-otp", User.find_by_login(email) if "@" in email else None, email,
                       _attributes(data))
 
@@ -226,8 +176,8 @@ def send_email_otp():
 @bp.post("/otp/sms")
 def send_sms_otp():
     client = api_client("auth.sms")
-    data = _body()
-    number = _text(data, "phone_number", limit=PHONE_MAX)
+    data = json_object()
+    number = text_member(data, "phone_number", PHONE_MAX)
     return _send_code(client, "sms", User.find_by_phone(number), number, _attributes(data))
 
 
@@ -235,8 +185,8 @@ def send_sms_otp():
 def send_magic_link():
     """Send a sign-in link; following it (and pressing its button) redirects to redirect_uri."""
     client = api_client("auth.email")
-    data = _body()
-    email = _text(data, "email", limit=EMAIL_MAX)
+    data = json_object()
+    email = text_member(data, "email", EMAIL_MAX)
     transaction = _transaction(client, data)
     factor = _factor("email", "email link")
     op = _op()
@@ -260,18 +210,19 @@ def _transaction(client, data: dict) -> dict:
     return {
         "client_id": client.client_id, "redirect_uri": _redirect_uri(client, data),
         "require_mfa": _flag(data, "require_mfa"), "attributes": _attributes(data),
-        "state": _text(data, "state", required=False), "nonce": _text(data, "nonce", required=False),
-        "scope": client.get_allowed_scope(_text(data, "scope", required=False) or "openid") or "openid",
-        "code_challenge": _text(data, "code_challenge", required=False, limit=CODE_CHALLENGE_MAX),
-        "mfa_session": _text(data, "mfa_session", required=False, limit=MFA_SESSION_MAX),
+        "state": text_member(data, "state", TEXT_MAX, required=False),
+        "nonce": text_member(data, "nonce", TEXT_MAX, required=False),
+        "scope": client.get_allowed_scope(text_member(data, "scope", TEXT_MAX, required=False) or "openid") or "openid",
+        "code_challenge": text_member(data, "code_challenge", CODE_CHALLENGE_MAX, required=False),
+        "mfa_session": text_member(data, "mfa_session", MFA_SESSION_MAX, required=False),
     }
 
 
 def _validate_code(factor_id: str, identifier_field: str, limit: int, find_user, scope: str):
     client = api_client(scope)
-    data = _body()
-    identifier = _text(data, identifier_field, limit=limit)
-    passcode = _text(data, "passcode", limit=PASSCODE_MAX)
+    data = json_object()
+    identifier = text_member(data, identifier_field, limit)
+    passcode = text_member(data, "passcode", PASSCODE_MAX)
     transaction = _transaction(client, data)
     op = _op()
     factor = _factor(factor_id, factor_id)
@@ -300,9 +251,9 @@ def validate_sms_otp():
 @bp.post("/password/login")
 def password_login():
     client = api_client("auth.password")
-    data = _body()
-    login = _text(data, "username", required=False, limit=USERNAME_MAX) or _text(data, "email", limit=EMAIL_MAX)
-    password = _text(data, "password", limit=PASSWORD_MAX)
+    data = json_object()
+    login = text_member(data, "username", USERNAME_MAX, required=False) or text_member(data, "email", EMAIL_MAX)
+    password = text_member(data, "password", PASSWORD_MAX)
     transaction = _transaction(client, data)
     op = _op()
     factor = _factor("password", "password")
@@ -447,11 +398,7 @@ def openapi_document():
     """The OpenAPI 3.1 description of this API, built once per app and served as cached bytes."""
     from ..openapi import document
 
-    cache = current_app.extensions.setdefault("op.cache", {})
-    body = cache.get("openapi")
-    if body is None:
-        body = cache["openapi"] = json.dumps(document(_op().settings), separators=(",", ":")).encode()
-    return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
+    return cached_description("openapi", document)
 
 
 def _serve_description(state) -> None:

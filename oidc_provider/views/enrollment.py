@@ -30,9 +30,8 @@ from ..i18n import lazy_gettext as _l
 from ..authn import chain
 from ..authn import interaction as interactions
 from ..authn.acr import mfa_level
-from ..authn.factors import Verification
 from ..authn.factors.webauthn import RegistrationRefused, finish_registration, start_registration
-from ..authn.lockout import verify_counted
+from ..authn.lockout import CountedCheck, verify_counted
 from ..authn.otp import SendRefused, mask_phone
 from ..authn.signin import policy_decision
 from ..delivery import PHONE_NUMBER, DeliveryError
@@ -211,18 +210,6 @@ def _enrolled(record, client, user, factor, **detail):
     return steps._complete(record, client, user, factor)
 
 
-class _Check:
-    """An enrollment's confirmation, counted by the account lockout like any factor's answer."""
-
-    kind = "enrollment"  # what metrics read of a factor (observability.counts_answers)
-
-    def __init__(self, factor_id: str, check):
-        self.id, self._check = factor_id, check
-
-    def verify(self, user, response, context) -> Verification:
-        return self._check()
-
-
 # -- TOTP -----------------------------------------------------------------------------------------
 
 @bp.post("/interaction/<uid>/enroll/totp")
@@ -238,7 +225,7 @@ def confirm_totp(record, client):
     if pending is None:
         return page(record, client, "totp_setup_expired", 400)
     code = (request.form.get("code") or "")[:factor.max_response]
-    check = _Check(factor.id, lambda: factor.confirm_enrollment(user, pending, code))
+    check = CountedCheck(factor.id, lambda: factor.confirm_enrollment(user, pending, code))
     result = verify_counted(op, check, user, {}, steps._context(record))
     if not result.ok:
         record_audit("totp.enrollment_failed", user_id=user.id, ip=request.remote_addr, reason=result.reason,
@@ -290,8 +277,8 @@ def confirm_phone(record, client):
         return _refused(record, client)
     op, user = steps._op(), found.user
     code = (request.form.get("code") or "")[:32]
-    check = _Check("sms", lambda: op.otp.verify(state["challenge"], factor=PHONE_CHECK, binding=record["uid"],
-                                                user_id=user.id, secret=code))
+    check = CountedCheck("sms", lambda: op.otp.verify(state["challenge"], factor=PHONE_CHECK, binding=record["uid"],
+                                                      user_id=user.id, secret=code))
     result = verify_counted(op, check, user, {}, steps._context(record))
     if not result.ok:
         record_audit("contact.verification_failed", user_id=user.id, ip=request.remote_addr, channel="phone",

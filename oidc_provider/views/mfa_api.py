@@ -23,9 +23,7 @@ its JSON body, as Auth0's. Errors are {"error", "error_description"}.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 
 from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
@@ -41,6 +39,8 @@ from ..delivery import DeliveryError
 from ..models import record_audit
 from ..oauth.server import ALL_AUTH_METHODS
 from ..settings.provider import mfa_resource
+from .api_common import (ApiError, bearer_token, cached_description, json_error, json_object, log_incident,
+                         malformed, server_error, text_member)
 
 bp = Blueprint("mfa_api", __name__)
 
@@ -57,35 +57,21 @@ KNOWN = {"/mfa/authenticators": ("GET",), "/mfa/associate": ("POST",), "/mfa/cha
          "/mfa/openapi.json": ("GET",), "/oauth/token": ("POST",)}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, description: str, headers: dict | None = None):
-        super().__init__(description)
-        self.status, self.error, self.description, self.headers = status, error, description, headers or {}
-
-
 @bp.errorhandler(ApiError)
 def api_error(exc: ApiError):
-    response = jsonify(error=exc.error, error_description=exc.description)
-    response.status_code = exc.status
+    response = json_error(exc)
     response.headers["Cache-Control"] = "no-store"
-    if exc.status == 401 and "WWW-Authenticate" not in exc.headers:
-        response.headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
-    response.headers.update(exc.headers)
     return response
 
 
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException):
-    """Werkzeug's errors inside these views (an oversized body...): a 400 in the JSON shape."""
-    description = "The request body is too large." if exc.code == 413 else "The request could not be understood."
-    return api_error(ApiError(400, "invalid_request", description))
+    return api_error(malformed(exc))
 
 
 @bp.errorhandler(Exception)
 def unexpected(exc: Exception):
-    incident = uuid.uuid4().hex[:12]
-    current_app.logger.exception("unexpected error in the MFA API, incident %s", incident)
-    return api_error(ApiError(500, "server_error", f"Unexpected error (incident {incident})."))
+    return api_error(server_error(log_incident("MFA API")))
 
 
 def _op():
@@ -93,36 +79,6 @@ def _op():
 
 
 # -- reading requests ------------------------------------------------------------------------------
-
-def _storable(value: str) -> bool:
-    """No NUL (PostgreSQL text refuses it) and no unpaired surrogate (not UTF-8 encodable)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
-    return data
-
-
-def _text(data: dict, name: str, limit: int, required: bool = True) -> str | None:
-    """A string member; absent, null and "" all mean "not given"."""
-    value = data.get(name)
-    if value is None or value == "":
-        if required:
-            raise ApiError(400, "invalid_request", f"'{name}' is required.")
-        return None
-    if not isinstance(value, str) or len(value) > limit or not _storable(value):
-        raise ApiError(400, "invalid_request", f"'{name}' must be a string of at most {limit} characters.")
-    return value
-
 
 def _one_of(data: dict, name: str, allowed, required: bool = True) -> str | None:
     """Auth0's list members (authenticator_types, oob_channels) with exactly one value."""
@@ -137,7 +93,7 @@ def _one_of(data: dict, name: str, allowed, required: bool = True) -> str | None
 def _members(data: dict, limits: dict) -> None:
     """Every documented string member that is present is checked, used or not."""
     for name, limit in limits.items():
-        _text(data, name, limit, required=False)
+        text_member(data, name, limit, required=False)
 
 
 class _JsonTokenRequest(OAuth2Request):
@@ -172,9 +128,8 @@ def _authenticate_client(data: dict):
 
 def _holder() -> api.Holder:
     """The caller behind `Authorization: Bearer`: an mfa_token's login or a user's MFA API token."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token()
+    if not token:
         raise ApiError(401, "invalid_token", "An mfa_token or an access token for the MFA API is required "
                                              "(Authorization: Bearer).")
     if len(token) > TOKEN_MAX:
@@ -276,7 +231,7 @@ def associate():
     """Start an enrollment; the first code (or the device's enrollment) in the mfa-otp or
     mfa-oob grant confirms it. A user's first enrollment also returns recovery codes."""
     holder = _holder()
-    data = _body()
+    data = json_object()
     _members(data, ASSOCIATE_TEXT)
     kind = _one_of(data, "authenticator_types", AUTHENTICATOR_TYPES)
     channel = _one_of(data, "oob_channels", tuple(api.CHANNELS), required=kind == "oob")
@@ -328,11 +283,11 @@ def _associate_push(holder, factor, tokens):
 def _associate_contact(holder, factor, channel, data, tokens):
     op, user = _op(), holder.user
     if channel == "email":
-        destination = _text(data, "email", EMAIL_MAX).strip().lower()
+        destination = text_member(data, "email", EMAIL_MAX).strip().lower()
         if destination != (user.email or "").lower():
             raise ApiError(400, "invalid_request", "'email' must be the account's primary email address.")
     else:
-        destination = _text(data, "phone_number", PHONE_MAX).strip()
+        destination = text_member(data, "phone_number", PHONE_MAX).strip()
         if not api.E164.fullmatch(destination):
             raise ApiError(400, "invalid_request", "'phone_number' must be in E.164 form, e.g. +14155550100.")
     record = {"kind": "enroll-code", "factor": factor.id, "channel": channel, "destination": destination,
@@ -355,19 +310,19 @@ def _associate_contact(holder, factor, channel, data, tokens):
 def challenge():
     """Auth0's challenge: otp needs nothing sent; oob sends a code (binding_method prompt) or
     asks the push devices, and answers the oob_code for the mfa-oob grant."""
-    data = _body()
+    data = json_object()
     op = _op()
-    token = _text(data, "mfa_token", TOKEN_MAX)
+    token = text_member(data, "mfa_token", TOKEN_MAX)
     basic = request.authorization is not None and request.authorization.type == "basic"
-    _text(data, "client_id", CLIENT_MAX, required=not basic)  # or HTTP Basic (client_secret_basic)
+    text_member(data, "client_id", CLIENT_MAX, required=not basic)  # or HTTP Basic (client_secret_basic)
     _members(data, CHALLENGE_TEXT)
-    types = CHALLENGE_TYPES.get(_text(data, "challenge_type", 16, required=False) or "otp oob")
+    types = CHALLENGE_TYPES.get(text_member(data, "challenge_type", 16, required=False) or "otp oob")
     if types is None:
         raise ApiError(400, "unsupported_challenge_type", 'challenge_type must be otp, oob or "otp oob".')
-    channel = _text(data, "oob_channel", 16, required=False)
+    channel = text_member(data, "oob_channel", 16, required=False)
     if channel is not None and channel not in api.CHANNELS:
         raise ApiError(400, "invalid_request", f"'oob_channel' must be one of: {', '.join(api.CHANNELS)}.")
-    wanted_id = _text(data, "authenticator_id", ID_MAX, required=False)
+    wanted_id = text_member(data, "authenticator_id", ID_MAX, required=False)
     client = _authenticate_client(data)
     try:
         holder = api.resolve_holder(op, token, mfa_resource(op.settings))
@@ -468,11 +423,7 @@ def _token_error(description: str) -> Response:
 def openapi_document():
     from ..openapi_mfa import document
 
-    cache = current_app.extensions.setdefault("op.cache", {})
-    body = cache.get("openapi-mfa")
-    if body is None:
-        body = cache["openapi-mfa"] = json.dumps(document(_op().settings), separators=(",", ":")).encode()
-    return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
+    return cached_description("openapi-mfa", document)
 
 
 @bp.route("/mfa/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

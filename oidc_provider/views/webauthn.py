@@ -19,7 +19,7 @@ from ..authn.factors.webauthn import (KIND_IDS, RegistrationRefused, clean_name,
 from ..errors import MESSAGES, error_page
 from ..extensions import db
 from ..models import record_audit
-from .account import changed, sensitive, signed_in, when
+from .account import changed, json_message, sensitive, signed_in, when
 
 bp = Blueprint("webauthn", __name__, url_prefix="/account/security/webauthn")
 
@@ -77,19 +77,13 @@ def options():
     """Creation options for navigator.credentials.create() (JSON, for webauthn.js)."""
     session, user = signed_in()
     if user is None:
-        return _json_error("signed_out", 401)
+        return json_message("signed_out", 401)
     kind = request.form.get("kind", "")
     if kind not in _enabled_kinds():
-        return _json_error("webauthn_kind", 400)
+        return json_message("webauthn_kind", 400)
     op = current_app.extensions["op"]
     response = jsonify(start_registration(op, user, session.sid, kind, request.form.get("name")))
     response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _json_error(message_id: str, status: int):
-    response = jsonify(error=message_id, message=MESSAGES[message_id])
-    response.status_code = status
     return response
 
 

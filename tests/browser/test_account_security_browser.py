@@ -17,9 +17,9 @@ import pyotp
 import pytest
 import segno
 
-from tests.browser.test_webauthn import authorize_url, browser_with, enter_password, to_client
-from tests.conftest import start_provider
+from tests.browser.test_webauthn import authorize_url, enter_password, to_client
 from tests.functional.test_totp_recovery import qr_modules
+from tests.webauthn_helpers import webauthn_provider
 
 FACTORS = ["password", "email-otp", "sms", "voice", "email", "totp", "recovery-code", "webauthn-key",
            "webauthn-platform", "passkey"]
@@ -28,27 +28,14 @@ MAX_AGE = 12  # seconds a sign-in counts as fresh here, so the test can outwait 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
-    running, stop = start_provider(tmp_path_factory.mktemp("account-browser"), "sqlite-sql",
-                                   extra_settings=lambda port: {
-                                       "issuer": f"http://localhost:{port}", "factors": FACTORS,
-                                       "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-                                       "account": {"reauth_max_age": MAX_AGE},
-                                   })
-    yield running
-    stop()
+    with webauthn_provider(tmp_path_factory, "account-browser", FACTORS, localhost_issuer=True,
+                           account={"reauth_max_age": MAX_AGE}) as running:
+        yield running
 
 
 @pytest.fixture
-def site(provider):
-    return provider.url.replace("127.0.0.1", "localhost")
-
-
-@pytest.fixture
-def browser_page(browser):
-    context, page, console = browser_with(browser, transport="usb", hasUserVerification=True, isUserVerified=True)
-    yield page
-    context.close()
-    assert not [m for m in console if "Content Security Policy" in m], console
+def browser_page(open_browser):
+    return open_browser(transport="usb", hasUserVerification=True, isUserVerified=True)[1]
 
 
 def test_totp_then_a_security_key_after_a_step_up_then_its_removal(provider, site, browser_page):

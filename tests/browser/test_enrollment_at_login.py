@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_webauthn import (FACTORS, authorize_url, claims, enter_password, open_browser,  # noqa: F401
-                                         site, to_client)
-from tests.conftest import start_provider
+from tests.browser.test_webauthn import authorize_url, claims, enter_password, to_client
+from tests.webauthn_helpers import webauthn_provider
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
-    running, stop = start_provider(tmp_path_factory.mktemp("enroll-browser"), "sqlite-sql",
-                                   extra_settings=lambda port: {
-                                       "factors": FACTORS,
-                                       "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-                                       "enrollment": {"at_login": True},
-                                   })
-    yield running
-    stop()
+    with webauthn_provider(tmp_path_factory, "enroll-browser", enrollment={"at_login": True}) as running:
+        yield running
 
 
-def test_a_security_key_set_up_at_login_gives_mfa(provider, open_browser, site):  # noqa: F811
+def test_a_security_key_set_up_at_login_gives_mfa(provider, open_browser, site):
     person = provider.add_user(email_verified=True)
     _context, page = open_browser(transport="usb", hasUserVerification=True, isUserVerified=True)
     page.goto(authorize_url(site, acr_values="mfa"))

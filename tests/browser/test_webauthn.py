@@ -12,60 +12,19 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 import pytest
 
-from tests.conftest import PASSWORD, REDIRECT, start_provider, token_request
-
-FACTORS = ["password", "email-otp", "sms", "voice", "email", "webauthn-key", "webauthn-platform", "passkey"]
+from tests.conftest import PASSWORD, REDIRECT, token_request
+from tests.webauthn_helpers import webauthn_provider
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
-    running, stop = start_provider(tmp_path_factory.mktemp("webauthn-browser"), "sqlite-sql",
-                                   extra_settings=lambda port: {
-                                       "factors": FACTORS,
-                                       "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-                                   })
-    yield running
-    stop()
-
-
-@pytest.fixture
-def site(provider):
-    return provider.url.replace("127.0.0.1", "localhost")
+    with webauthn_provider(tmp_path_factory, "webauthn-browser") as running:
+        yield running
 
 
 @pytest.fixture
 def person(provider):
     return provider.add_user(email_verified=True)
-
-
-def browser_with(browser, **authenticator):
-    """A fresh browser context and page holding one virtual authenticator (CDP WebAuthn domain);
-    console messages are kept so a test can tell that no Content Security Policy was violated."""
-    context = browser.new_context()
-    page = context.new_page()
-    console = []
-    page.on("console", lambda message: console.append(message.text))
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "usb", "hasResidentKey": False, "hasUserVerification": True,
-        "isUserVerified": True, "automaticPresenceSimulation": True, **authenticator}})
-    return context, page, console
-
-
-@pytest.fixture
-def open_browser(browser):
-    opened = []
-
-    def open_(**authenticator):
-        context, page, console = browser_with(browser, **authenticator)
-        opened.append((context, console))
-        return context, page
-
-    yield open_
-    for context, console in opened:
-        context.close()
-        assert not [m for m in console if "Content Security Policy" in m], console
 
 
 def authorize_url(site, **params) -> str:

@@ -24,33 +24,20 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from oidc_provider.admin_openapi import document
 from oidc_provider.views.admin_api import USER_ID
+from tests import openapi_fuzz as fuzzing
 from tests.conftest import REDIRECT, UserAgent, start_provider, token_request
 
 DESCRIBED = document(SimpleNamespace(issuer_url="http://127.0.0.1"))["paths"]
-OPERATIONS = sorted((path, method.upper()) for path, operations in DESCRIBED.items() for method in operations)
-# negative data needs something to make invalid: parameters or a body (the document itself has none)
-FUZZED = [pytest.param(path, method, mode, id=f"{method} {path} {mode.value}")
-          for path, method in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-          if mode is GenerationMode.POSITIVE or {"parameters", "requestBody"} & set(DESCRIBED[path][method.lower()])]
+OPERATIONS = fuzzing.operations(DESCRIBED)
+FUZZED = fuzzing.fuzzed(DESCRIBED)  # GET /admin/v1/openapi.json has nothing to make invalid
 MAX_EXAMPLES = 30
 MAX_BOUNDARY_CASES = 200
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -86,30 +73,18 @@ def credentials(provider, real) -> dict:
 
 @pytest.fixture(scope="module")
 def api_schema(provider):
-    schema = schemathesis.openapi.from_url(f"{provider.url}/admin/v1/openapi.json")
-    schema.validate()
-    schema.config.generation.update(with_security_parameters=False)  # the Authorization header is ours
-    return schema
+    return fuzzing.live_schema(f"{provider.url}/admin/v1/openapi.json")
 
 
 @pytest.fixture(scope="module")
 def live_document(provider):
-    return requests.get(f"{provider.url}/admin/v1/openapi.json", timeout=10).json()
+    return fuzzing.live_document(f"{provider.url}/admin/v1/openapi.json")
 
 
 def test_every_route_is_described_and_every_description_served(provider, live_document):
-    served = set()
-    for rule in provider.app.url_map.iter_rules():
-        if rule.endpoint.partition(".")[0] == "admin_api":
-            path = rule.rule.replace("<", "{").replace(">", "}")
-            served |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
-    assert served == {(path, method.upper()) for path, ops in live_document["paths"].items() for method in ops}
+    served = fuzzing.served_operations(provider.app, "admin_api")
+    assert served == set(fuzzing.operations(live_document["paths"]))
     assert sorted(served) == OPERATIONS
-
-
-def header(response, name: str) -> str:
-    (value,) = response.headers.get(name.lower(), [""])
-    return value
 
 
 def check_answer(doc: dict, path: str, method: str, response) -> None:
@@ -117,14 +92,9 @@ def check_answer(doc: dict, path: str, method: str, response) -> None:
     assert status < 500, f"{status}: {response.text[:300]}"
     documented = doc["paths"][path][method.lower()]["responses"]
     assert str(status) in documented, f"undocumented {status}: {response.text[:300]}"
-    assert header(response, "Content-Type").partition(";")[0] == "application/json"
+    assert fuzzing.header(response, "Content-Type").partition(";")[0] == "application/json"
     if status >= 400:
-        body = response.json()
-        assert isinstance(body, dict) and set(body) == {"error", "error_description"}, body
-        schema = documented[str(status)]["content"]["application/json"]["schema"]
-        assert body["error"] in schema["allOf"][1]["properties"]["error"]["enum"], (status, body)
-        if status in (401, 403):
-            assert header(response, "WWW-Authenticate").startswith(f'Bearer error="{body["error"]}"')
+        fuzzing.check_error_body(doc, path, method, response, challenge_on=(401, 403))
 
 
 @pytest.mark.parametrize("path, method, mode", FUZZED)
@@ -135,55 +105,31 @@ def test_fuzz(api_schema, live_document, credentials, real, path, method, mode):
     auth = st.sampled_from([admin, admin, admin, credentials["auditor"], credentials["user"], {},
                             {"Authorization": "Bearer not-a-token"}]) if positive else st.just(admin)
     realistic = st.booleans() if positive else st.just(False)
-    checks = CHECKS + ([] if positive else [negative_data_rejection])
     session = requests.Session()
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @fuzzing.fuzz_settings(MAX_EXAMPLES)
     @given(case=operation.as_strategy(generation_mode=mode), headers=auth, use_real=realistic,
            factor=st.sampled_from(real["factor_ids"]))
     def fuzz(case, headers, use_real, factor):
-        case.headers = {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"},
-                        **headers}
+        fuzzing.with_authorization(case, headers)
         if use_real and case.path_parameters:
             case.path_parameters["user_id"] = real["user_id"]
             if "factor_id" in case.path_parameters:
                 case.path_parameters["factor_id"] = factor
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if response.status_code == 414:  # Werkzeug's HTTP server refused the request line: not the API
-            assert len(response.request.url) > 8000
-            reject()
-        check_answer(live_document, path, method, response)
-        case.validate_response(response, checks=checks, headers=case.headers)
+        fuzzing.call_and_check(case, session, live_document, check_answer, path, method, negative=not positive)
 
     fuzz()
 
 
 @pytest.mark.parametrize("path, method", OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
 def test_boundaries(api_schema, live_document, credentials, real, path, method):
-    """Each constraint at and just past its edge (schemathesis' coverage phase), with the real
-    user where the path names one, so the body and query checks are reached."""
-    operation = api_schema[path][method]
-    cases = [case for case in api_schema.iter_coverage_cases(
-        operation, generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-        generation_config=api_schema.config.generation) if case.method.upper() == method]
-    assert cases
-    session = requests.Session()
-    for case in cases[:MAX_BOUNDARY_CASES]:
-        negative = case.meta.generation.mode is GenerationMode.NEGATIVE
+    """Each constraint at and just past its edge (tests/openapi_fuzz.py), with the real user
+    where the path names one, so the body and query checks are reached."""
+
+    def real_user(case):
         # a valid user_id becomes the real user's; an invalid one (the negated part) stays
         if USER_ID.match(str((case.path_parameters or {}).get("user_id", "!"))):
             case.path_parameters["user_id"] = real["user_id"]
-        case.headers = {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"},
-                        **credentials["admin"]}
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if response.status_code == 414:
-            assert len(response.request.url) > 8000
-            continue
-        try:
-            check_answer(live_document, path, method, response)
-            case.validate_response(response, checks=CHECKS + ([negative_data_rejection] if negative else []),
-                                   headers=case.headers)
-        except Exception as failure:
-            scenario = getattr(case.meta.phase.data, "description", "")
-            raise AssertionError(f"{scenario}: {case.path_parameters} {case.body or case.query!r:.300}") from failure
+
+    fuzzing.check_boundaries(api_schema, live_document, check_answer, path, method, credentials["admin"],
+                             MAX_BOUNDARY_CASES, prepare=real_user)

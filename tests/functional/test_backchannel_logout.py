@@ -18,6 +18,7 @@ import yaml
 from oidc_provider.models import AuditEvent
 from oidc_provider.oauth.backchannel import outbox
 from tests.conftest import BACKENDS, REDIRECT, UserAgent, register_clients, run_cli, start_provider, token_request
+from tests.servers import serving
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -71,13 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def rps():
-    server = RelyingParties()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(RelyingParties()) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -29,20 +29,12 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from oidc_provider.openapi import document
+from tests import openapi_fuzz as fuzzing
 from tests.conftest import PASSWORD, start_provider, token_request
 
 MAX_EXAMPLES = 40
@@ -50,11 +42,8 @@ MAX_BOUNDARY_CASES = 250
 VERIFY = "https://domain.com/verify"
 SENDING = {"/v1/auth/otp/email", "/v1/auth/otp/sms", "/v1/auth/links/email"}
 DESCRIBED = document(SimpleNamespace(issuer_url="http://127.0.0.1", max_parameter_length=4096))["paths"]
-OPERATIONS = sorted((path, method.upper()) for path, operations in DESCRIBED.items() for method in operations)
-# negative data needs something to make invalid: parameters or a body (GET /v1/openapi.json has none)
-FUZZED = [pytest.param(path, method, mode, id=f"{method} {path} {mode.value}")
-          for path, method in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-          if mode is GenerationMode.POSITIVE or {"parameters", "requestBody"} & set(DESCRIBED[path][method.lower()])]
+OPERATIONS = fuzzing.operations(DESCRIBED)
+FUZZED = fuzzing.fuzzed(DESCRIBED)  # GET /v1/openapi.json has nothing to make invalid
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +85,12 @@ def narrow(provider):
 
 @pytest.fixture(scope="module")
 def api_schema(provider):
-    schema = schemathesis.openapi.from_url(f"{provider.url}/v1/openapi.json")
-    schema.validate()
-    # the document's own Authorization "parameter" is ours to set: valid, missing or bad
-    schema.config.generation.update(with_security_parameters=False)
-    return schema
+    return fuzzing.live_schema(f"{provider.url}/v1/openapi.json")
 
 
 @pytest.fixture(scope="module")
 def live_document(provider):
-    return requests.get(f"{provider.url}/v1/openapi.json", timeout=10).json()
+    return fuzzing.live_document(f"{provider.url}/v1/openapi.json")
 
 
 def test_the_live_document_describes_these_operations(live_document):
@@ -113,38 +98,17 @@ def test_the_live_document_describes_these_operations(live_document):
     assert served == OPERATIONS
 
 
-def documented_errors(doc: dict, path: str, method: str, status: int) -> list[str]:
-    response = doc["paths"][path][method.lower()]["responses"][str(status)]
-    schema = response["content"]["application/json"]["schema"]
-    return schema["allOf"][1]["properties"]["error"]["enum"]
-
-
-def header(response: schemathesis.Response, name: str) -> str:
-    """schemathesis' Response: lower-case names, lists of values."""
-    (value,) = response.headers.get(name.lower(), [""])
-    return value
-
-
-def check_answer(doc: dict, path: str, method: str, response: schemathesis.Response) -> None:
+def check_answer(doc: dict, path: str, method: str, response) -> None:
     status = response.status_code
     assert status < 500 or (status == 503 and path in SENDING), f"{status}: {response.text[:300]}"
     documented = doc["paths"][path][method.lower()]["responses"]
     assert str(status) in documented, f"undocumented {status}"
-    content_type = header(response, "Content-Type").partition(";")[0]
+    content_type = fuzzing.header(response, "Content-Type").partition(";")[0]
     assert content_type in documented[str(status)].get("content", {"": None}), (status, content_type)
     if content_type == "application/json" and status >= 400:
-        body = response.json()
-        assert isinstance(body, dict) and set(body) == {"error", "error_description"}, body
-        assert isinstance(body["error"], str) and isinstance(body["error_description"], str), body
-        assert body["error"] in documented_errors(doc, path, method, status), (status, body)
-        if status == 401:
-            assert header(response, "WWW-Authenticate") == f'Bearer error="{body["error"]}"'
+        fuzzing.check_error_body(doc, path, method, response)
     elif status >= 400:  # the two browser pages' HTML errors
         assert content_type == "text/html" and path.endswith(("/verify", "/webauthn")), (status, content_type)
-
-
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
 
 
 @pytest.mark.parametrize("path, method, mode", FUZZED)
@@ -156,54 +120,22 @@ def test_fuzz(api_schema, live_document, bearer, narrow, real, path, method, mod
                                    {"Authorization": "Basic YXBpLWJhY2tlbmQ6eA=="}]) if positive else st.just(bearer)
     # only positive cases get real values: a negative case must stay invalid
     realistic = st.sets(st.sampled_from(sorted(real))) if positive else st.just(set())
-    checks = CHECKS + ([] if positive else [negative_data_rejection])
     session = requests.Session()
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @fuzzing.fuzz_settings(MAX_EXAMPLES)
     @given(case=operation.as_strategy(generation_mode=mode), auth=credentials, names=realistic)
     def fuzz(case, auth, names):
-        headers = {key: value for key, value in (case.headers or {}).items() if key.lower() != "authorization"}
-        case.headers = {**headers, **auth}
+        fuzzing.with_authorization(case, auth)
         if isinstance(case.body, dict) and "application/json" in (case.media_type or ""):
             case.body.update({name: real[name] for name in names if name != "client_id"})
         if case.query is not None and path.endswith("/webauthn"):
             case.query.update({name: real[name] for name in names & {"client_id", "redirect_uri"}})
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if response.status_code == 414:  # Werkzeug's HTTP server refused the request line: not the API
-            assert len(response.request.url) > 8000
-            reject()
-        check_answer(live_document, path, method, response)
-        case.validate_response(response, checks=checks, headers=case.headers)
+        fuzzing.call_and_check(case, session, live_document, check_answer, path, method, negative=not positive)
 
     fuzz()
 
 
 @pytest.mark.parametrize("path, method", OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
 def test_boundaries(api_schema, live_document, bearer, path, method):
-    """schemathesis' coverage phase: each constraint at and just past its edge (maxLength,
-    maxLength + 1, missing required fields, wrong types, enum values...), positive and negative.
-    Random generation rarely lands on an edge; this is where a limit that differs between
-    document and code shows."""
-    operation = api_schema[path][method]
-    cases = [case for case in api_schema.iter_coverage_cases(
-        operation, generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-        generation_config=api_schema.config.generation)
-        # other methods on the path (405) are answered by the app's handler, not by this API
-        if case.method.upper() == method]
-    assert cases
-    session = requests.Session()
-    for case in cases[:MAX_BOUNDARY_CASES]:
-        case.headers = {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}, **bearer}
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if response.status_code == 414:
-            assert len(response.request.url) > 8000
-            continue
-        negative = case.meta.generation.mode is GenerationMode.NEGATIVE
-        try:
-            check_answer(live_document, path, method, response)
-            case.validate_response(response, checks=CHECKS + ([negative_data_rejection] if negative else []),
-                                   headers=case.headers)
-        except Exception as failure:
-            scenario = getattr(case.meta.phase.data, "description", "")
-            raise AssertionError(f"{scenario}: {case.body or case.query!r:.300}") from failure
+    """Each constraint at and just past its edge (tests/openapi_fuzz.py)."""
+    fuzzing.check_boundaries(api_schema, live_document, check_answer, path, method, bearer, MAX_BOUNDARY_CASES)

@@ -15,7 +15,6 @@ import jwt
 import pytest
 import requests
 from flask import Flask, g, jsonify
-from werkzeug.serving import make_server
 
 from examples.resource_server import create_app as create_example_api
 from oidc_provider.oauth.dpop import NonceSource, ProofChecker
@@ -23,6 +22,7 @@ from oidc_provider.resource_server import ResourceServer
 from oidc_provider.settings.clients import ClientRegistry
 from tests.conftest import BACKENDS, REDIRECT, callback_params, pkce_pair, start_provider
 from tests.dpop_proofs import DPoPKey, b64url, unsigned_proof
+from tests.servers import serving_app
 
 API = "https://api.example.com"
 DPOP_CLIENTS = [
@@ -47,13 +47,6 @@ def provider(request, tmp_path_factory):
     time.sleep(ClientRegistry.CHECK_INTERVAL + 0.1)  # the registry looks at the file once a second
     yield running
     stop()
-
-
-def serve(app: Flask):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return f"http://127.0.0.1:{server.server_port}", server, thread
 
 
 # -- a DPoP client -------------------------------------------------------------------------------
@@ -402,10 +395,8 @@ def test_disabled_dpop_is_not_advertised_and_proofs_are_ignored(tmp_path):
 
 @pytest.fixture(scope="module")
 def api(provider):
-    url, server, thread = serve(create_example_api(provider.url, API))
-    yield url
-    server.shutdown()
-    thread.join(5)
+    with serving_app(create_example_api(provider.url, API)) as url:
+        yield url
 
 
 def api_token(provider, key: DPoPKey) -> str:
@@ -456,9 +447,8 @@ def test_resource_server_helper_can_demand_nonces(provider):
     def orders():
         return jsonify({"sub": g.access_token["sub"]})
 
-    url, server, thread = serve(app)
-    public = rs.public_url = url.replace("127.0.0.1", "localhost")  # as a proxy in front would name it
-    try:
+    with serving_app(app) as url:
+        public = rs.public_url = url.replace("127.0.0.1", "localhost")  # as a proxy in front would name it
         key = DPoPKey("EdDSA")
         access = api_token(provider, key)
         headers = {"Authorization": f"DPoP {access}"}
@@ -473,6 +463,3 @@ def test_resource_server_helper_can_demand_nonces(provider):
         inner = key.proof("GET", f"{url}/orders", access_token=access, nonce=asked.headers["DPoP-Nonce"])
         refused = requests.get(f"{url}/orders", timeout=10, headers={**headers, "DPoP": inner})
         assert refused.status_code == 401 and "URL" in refused.json()["error_description"]
-    finally:
-        server.shutdown()
-        thread.join(5)

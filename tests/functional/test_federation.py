@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +29,7 @@ from joserfc.jwk import RSAKey
 from oidc_provider.oauth.keys import MasterSecret
 from oidc_provider.settings.clients import hash_client_secret
 from tests.conftest import REDIRECT, UserAgent, callback_params, start_provider, token_request
-from tests.servers import sms_code
+from tests.servers import serving, sms_code
 
 
 class Browser(UserAgent):
@@ -161,13 +160,8 @@ class FakeUpstream(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def fake():
-    server = FakeUpstream()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(FakeUpstream()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,11 +1,9 @@
 """One lockout across all factors: counted before checking, so parallel guesses cannot pass it,
 and once locked even the right answer gets the same generic failure."""
 
-import threading
-
 import pytest
 
-from tests.conftest import post, PASSWORD, UserAgent, start_provider
+from tests.conftest import post, PASSWORD, UserAgent, start_provider, wrong_passwords_at_once
 from tests.servers import code_in, text_of
 
 
@@ -40,21 +38,7 @@ def test_failures_of_different_factors_add_up_and_lock_the_account(provider, pla
 
 def test_parallel_guesses_cannot_pass_the_limit(provider):
     person = provider.add_user()
-    agent = UserAgent(provider)
-    page = agent.authorize(client_id="web")
-    url, token = agent.form_action(page), agent.csrf(page)
-    barrier = threading.Barrier(8)
-
-    def guess(i):
-        barrier.wait()
-        agent.http.post(url, data={"csrf_token": token, "login": person["username"], "password": f"guess {i}",
-                                   "action": "login"}, allow_redirects=False, timeout=30)
-
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    wrong_passwords_at_once(provider, person["username"], 8, timeout=30)
     with provider.app.app_context():
         from oidc_provider.extensions import db
         from oidc_provider.models import User, AuditEvent

@@ -19,21 +19,13 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from oidc_provider.openapi_mfa import document
 from oidc_provider.settings.provider import MfaApiSettings
+from tests import openapi_fuzz as fuzzing
 from tests.conftest import start_provider
 from tests.functional.test_mfa_api import (SECRET, add_clients, authenticators, enroll_totp, mfa_api_token,
                                            mfa_required)
@@ -43,12 +35,9 @@ MAX_EXAMPLES = 40
 MAX_BOUNDARY_CASES = 200
 SETTINGS = SimpleNamespace(issuer_url="http://127.0.0.1", mfa_api=MfaApiSettings())
 DESCRIBED = document(SETTINGS)["paths"]
-OPERATIONS = sorted((path, method.upper()) for path, operations in DESCRIBED.items() for method in operations)
+OPERATIONS = fuzzing.operations(DESCRIBED)
 # negative data needs a body to make invalid (a path segment cannot be made invalid but empty)
-FUZZED = [pytest.param(path, method, mode, id=f"{method} {path} {mode.value}")
-          for path, method in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-          if mode is GenerationMode.POSITIVE or "requestBody" in DESCRIBED[path][method.lower()]]
-IGNORED_METHODS = {"HEAD", "OPTIONS"}
+FUZZED = fuzzing.fuzzed(DESCRIBED, invalidable=("requestBody",))
 
 
 @pytest.fixture(scope="module")
@@ -77,36 +66,18 @@ def tokens(provider) -> dict:
 
 @pytest.fixture(scope="module")
 def api_schema(provider):
-    schema = schemathesis.openapi.from_url(f"{provider.url}/mfa/openapi.json")
-    schema.validate()
-    schema.config.generation.update(with_security_parameters=False)
-    return schema
+    return fuzzing.live_schema(f"{provider.url}/mfa/openapi.json")
 
 
 @pytest.fixture(scope="module")
 def live_document(provider):
-    return requests.get(f"{provider.url}/mfa/openapi.json", timeout=10).json()
+    return fuzzing.live_document(f"{provider.url}/mfa/openapi.json")
 
 
 def test_the_document_describes_exactly_the_routes(provider, live_document):
-    served = set()
-    for rule in provider.app.url_map.iter_rules():
-        if rule.endpoint.startswith("mfa_api.") and rule.endpoint != "mfa_api.elsewhere" \
-                and rule.rule.startswith("/mfa/"):
-            path = rule.rule.replace("<authenticator_id>", "{authenticator_id}")
-            served |= {(path, method) for method in rule.methods - IGNORED_METHODS}
-    documented = {(path, method.upper()) for path, ops in live_document["paths"].items() for method in ops}
-    assert served == documented == set(OPERATIONS)
-
-
-def documented_errors(doc: dict, path: str, method: str, status: int) -> list[str]:
-    schema = doc["paths"][path][method.lower()]["responses"][str(status)]["content"]["application/json"]["schema"]
-    return schema["allOf"][1]["properties"]["error"]["enum"]
-
-
-def header(response, name: str) -> str:
-    (value,) = response.headers.get(name.lower(), [""])
-    return value
+    served = fuzzing.served_operations(provider.app, "mfa_api", keep=lambda rule: rule.endpoint != "mfa_api.elsewhere"
+                                       and rule.rule.startswith("/mfa/"))
+    assert served == set(fuzzing.operations(live_document["paths"])) == set(OPERATIONS)
 
 
 def check_answer(doc: dict, path: str, method: str, response) -> None:
@@ -114,20 +85,12 @@ def check_answer(doc: dict, path: str, method: str, response) -> None:
     assert status < 500 or (status == 503 and method == "POST"), f"{status}: {response.text[:300]}"
     documented = doc["paths"][path][method.lower()]["responses"]
     assert str(status) in documented, f"undocumented {status}: {response.text[:300]}"
-    content_type = header(response, "Content-Type").partition(";")[0]
+    content_type = fuzzing.header(response, "Content-Type").partition(";")[0]
     if status == 204:
         return
     assert content_type in documented[str(status)].get("content", {}), (status, content_type)
     if status >= 400:
-        body = response.json()
-        assert isinstance(body, dict) and set(body) == {"error", "error_description"}, body
-        assert body["error"] in documented_errors(doc, path, method, status), (status, body)
-        if status == 401:
-            assert header(response, "WWW-Authenticate").startswith(f'Bearer error="{body["error"]}"')
-
-
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+        fuzzing.check_error_body(doc, path, method, response)
 
 
 def realistic(tokens: dict, path: str):
@@ -157,48 +120,24 @@ def test_fuzz(api_schema, live_document, tokens, path, method, mode):
     credentials = st.sampled_from(pool + [{}, {"Authorization": "Bearer not-a-token"}]) if positive \
         else st.sampled_from(pool)
     replacements = realistic(tokens, path) if positive else st.just({})
-    checks = CHECKS + ([] if positive else [negative_data_rejection])
     session = requests.Session()
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @fuzzing.fuzz_settings(MAX_EXAMPLES)
     @given(case=operation.as_strategy(generation_mode=mode), auth=credentials, values=replacements,
            own_id=st.sampled_from(tokens["ids"]) if positive else st.none())
     def fuzz(case, auth, values, own_id):
-        case.headers = {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}, **auth}
+        fuzzing.with_authorization(case, auth)
         if isinstance(case.body, dict):
             case.body.update(values)
         if own_id and case.path_parameters and "authenticator_id" in case.path_parameters and own_id[:1] in "er":
             case.path_parameters["authenticator_id"] = own_id  # only the email and recovery codes: keep the app
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if response.status_code == 414:
-            reject()
-        check_answer(live_document, path, method, response)
-        case.validate_response(response, checks=checks, headers=case.headers)
+        fuzzing.call_and_check(case, session, live_document, check_answer, path, method, negative=not positive)
 
     fuzz()
 
 
 @pytest.mark.parametrize("path, method", OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
 def test_boundaries(api_schema, live_document, tokens, path, method):
-    """Each constraint at and just past its edge, positive and negative (schemathesis' coverage phase)."""
-    operation = api_schema[path][method]
-    cases = [case for case in api_schema.iter_coverage_cases(
-        operation, generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-        generation_config=api_schema.config.generation) if case.method.upper() == method]
-    assert cases
-    session = requests.Session()
+    """Each constraint at and just past its edge (tests/openapi_fuzz.py)."""
     bearer = {"Authorization": f"Bearer {tokens['bearers'][0]}"}
-    for case in cases[:MAX_BOUNDARY_CASES]:
-        case.headers = {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}, **bearer}
-        response = case.call(session=session, allow_redirects=False, timeout=15)
-        if response.status_code == 414:
-            continue
-        negative = case.meta.generation.mode is GenerationMode.NEGATIVE
-        try:
-            check_answer(live_document, path, method, response)
-            case.validate_response(response, checks=CHECKS + ([negative_data_rejection] if negative else []),
-                                   headers=case.headers)
-        except Exception as failure:
-            scenario = getattr(case.meta.phase.data, "description", "")
-            raise AssertionError(f"{scenario}: {case.body or case.path_parameters!r:.300}") from failure
+    fuzzing.check_boundaries(api_schema, live_document, check_answer, path, method, bearer, MAX_BOUNDARY_CASES)

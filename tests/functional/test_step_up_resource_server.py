@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
 import uuid
 
@@ -17,14 +16,13 @@ import requests
 from flask import Flask, g, jsonify
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
-from werkzeug.serving import make_server
 
 from examples.resource_server import create_app
 from oidc_provider.oauth.keys import KeyFolder, KeyRing
 from oidc_provider.resource_server import ResourceServer
 from oidc_provider.settings.clients import ClientRegistry
 from tests.conftest import post, REDIRECT, UserAgent, callback_params, pkce_pair, start_provider, token_request
-from tests.servers import code_in, free_port, text_of
+from tests.servers import code_in, free_port, serving_app, text_of
 
 API = "https://api.example.com"
 SCOPE = "openid orders:read"
@@ -47,20 +45,11 @@ def provider(tmp_path_factory, plain_smtp):
     stop()
 
 
-def serve(app: Flask):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return f"http://127.0.0.1:{server.server_port}", server, thread
-
-
 @pytest.fixture(scope="module")
 def api(provider):
     """The example resource server (audience https://api.example.com) on its own port."""
-    url, server, thread = serve(create_app(provider.url, API))
-    yield url
-    server.shutdown()
-    thread.join(5)
+    with serving_app(create_app(provider.url, API)) as url:
+        yield url
 
 
 def challenge_of(response: requests.Response) -> dict:
@@ -234,8 +223,7 @@ def test_an_old_login_is_refused_with_max_age_in_the_challenge(provider):
     def recent():
         return jsonify({"auth_time": g.access_token["auth_time"]})
 
-    url, server, thread = serve(app)
-    try:
+    with serving_app(app) as url:
         person = provider.add_user(email_verified=True)
         token = password_token(provider, UserAgent(provider), person["username"])
         auth_time = claims_of(token)["auth_time"]
@@ -247,9 +235,6 @@ def test_an_old_login_is_refused_with_max_age_in_the_challenge(provider):
         assert challenge_of(stale) == {"error": "insufficient_user_authentication", "max_age": str(max_age),
                                        "error_description": "More recent authentication is required."}
         assert stale.json()["max_age"] == max_age
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 # -- the issuer's keys ------------------------------------------------------------------------
@@ -265,26 +250,24 @@ def test_keys_rotated_after_the_first_fetch_are_fetched_again(tmp_path):
     def whoami():
         return jsonify({"sub": g.access_token["sub"]})
 
-    url, server, thread = serve(app)
     try:
-        def token():
-            now = int(time.time())
-            return provider.op.keyring.sign({"iss": provider.url, "sub": "someone", "aud": API, "exp": now + 60},
-                                            "RS256", typ="at+jwt")
+        with serving_app(app) as url:
+            def token():
+                now = int(time.time())
+                return provider.op.keyring.sign({"iss": provider.url, "sub": "someone", "aud": API, "exp": now + 60},
+                                                "RS256", typ="at+jwt")
 
-        before = token()
-        assert requests.get(f"{url}/whoami", headers=bearer(before), timeout=10).status_code == 200
-        keys = KeyFolder(tmp_path / "keys")
-        keys.rotate(("RS256",), retire_after=600)
-        keys.rotate(("RS256",), retire_after=600)  # twice: the signing key did not exist at the first fetch
-        time.sleep(KeyRing.CHECK_INTERVAL + 0.1)
-        after = token()
-        assert b64_json(after.split(".")[0])["kid"] != b64_json(before.split(".")[0])["kid"]
-        answer = requests.get(f"{url}/whoami", headers=bearer(after), timeout=10)
-        assert answer.status_code == 200 and answer.json() == {"sub": "someone"}
+            before = token()
+            assert requests.get(f"{url}/whoami", headers=bearer(before), timeout=10).status_code == 200
+            keys = KeyFolder(tmp_path / "keys")
+            keys.rotate(("RS256",), retire_after=600)
+            keys.rotate(("RS256",), retire_after=600)  # twice: the signing key did not exist at the first fetch
+            time.sleep(KeyRing.CHECK_INTERVAL + 0.1)
+            after = token()
+            assert b64_json(after.split(".")[0])["kid"] != b64_json(before.split(".")[0])["kid"]
+            answer = requests.get(f"{url}/whoami", headers=bearer(after), timeout=10)
+            assert answer.status_code == 200 and answer.json() == {"sub": "someone"}
     finally:
-        server.shutdown()
-        thread.join(5)
         stop()
 
 
@@ -297,13 +280,9 @@ def test_an_unreachable_issuer_is_a_503_not_a_verdict_on_the_token(provider):
     def whoami():
         return jsonify({})
 
-    url, server, thread = serve(app)
-    try:
+    with serving_app(app) as url:
         now = int(time.time())
         token = provider.op.keyring.sign({"iss": provider.url, "sub": "someone", "aud": API, "exp": now + 60},
                                          "RS256", typ="at+jwt")
         answer = requests.get(f"{url}/whoami", headers=bearer(token), timeout=20)
         assert answer.status_code == 503 and answer.json()["error"] == "temporarily_unavailable"
-    finally:
-        server.shutdown()
-        thread.join(5)

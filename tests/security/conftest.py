@@ -12,6 +12,22 @@ import jwt
 from tests.conftest import REDIRECT, callback_params, pkce_pair, token_request
 
 
+def settings_for(smtp, gateway, factors: list[str], otp: dict | None = None, **extra):
+    """Settings (a function of the port) of the suite's providers: the real SMTP and gateway
+    servers, send limits high enough for many cases on one address, WebAuthn on localhost;
+    `otp` adds to the otp block, `extra` to the top level."""
+    return lambda port: {
+        "factors": factors,
+        "email": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "timeout": 5},
+        "sms": {"gateway": "webhook", "url": f"{gateway.url}/sms", "timeout": 5},
+        "voice": {"gateway": "webhook", "url": f"{gateway.url}/voice", "timeout": 5},
+        "otp": {"resend_cooldown": 0, "per_ip_limit": 10_000, "per_user_limit": 100, "per_destination_limit": 100,
+                **(otp or {})},
+        "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
+        **extra,
+    }
+
+
 def code_for(agent, user, client="web", **params):
     """Sign in through the browser stand-in; returns (callback params, PKCE verifier)."""
     verifier, challenge = pkce_pair()

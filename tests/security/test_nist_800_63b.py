@@ -20,8 +20,9 @@ from oidc_provider.authn.factors.recovery_codes import ALPHABET, LENGTH
 from oidc_provider.authn.session import FactorUse
 from oidc_provider.settings import ConfigError, load_settings
 from oidc_provider.settings.provider import Lifetimes, LockoutSettings, Otp
-from tests.conftest import BACKENDS, PASSWORD, REDIRECT, UserAgent, callback_params, post, start_provider, token_request
-from tests.security.conftest import cookie_attributes, set_cookies, submit_once
+from tests.conftest import (BACKENDS, PASSWORD, REDIRECT, UserAgent, callback_params, post, start_provider, token_request,
+                            wrong_passwords_at_once)
+from tests.security.conftest import cookie_attributes, set_cookies, settings_for, submit_once
 from tests.servers import email_code, sms_code, text_of
 from tests.unit.test_webauthn import options_of, register
 from tests.unit.webauthn_authenticator import SoftAuthenticator
@@ -33,23 +34,14 @@ FACTORS = ["password", "email-otp", "sms", "voice", "email", "totp", "recovery-c
 WEBAUTHN = {"webauthn-key", "webauthn-platform", "passkey"}
 
 
-def settings_for(smtp, gateway, **otp):
-    return lambda port: {
-        "factors": FACTORS,
-        "email": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "timeout": 5},
-        "sms": {"gateway": "webhook", "url": f"{gateway.url}/sms", "timeout": 5},
-        "voice": {"gateway": "webhook", "url": f"{gateway.url}/voice", "timeout": 5},
-        "otp": {"resend_cooldown": 0, "per_ip_limit": 10_000, "per_user_limit": 100,
-                "per_destination_limit": 100, **otp},
-        "lockout": {"max_failures": LOCKOUT, "duration": 600},
-        "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-    }
+def nist_settings(smtp, gateway, **otp):
+    return settings_for(smtp, gateway, FACTORS, otp, lockout={"max_failures": LOCKOUT, "duration": 600})
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
 def provider(request, tmp_path_factory, plain_smtp, gateway_server):
     running, stop = start_provider(tmp_path_factory.mktemp("nist"), request.param,
-                                   extra_settings=settings_for(plain_smtp, gateway_server))
+                                   extra_settings=nist_settings(plain_smtp, gateway_server))
     yield running
     stop()
 
@@ -57,8 +49,8 @@ def provider(request, tmp_path_factory, plain_smtp, gateway_server):
 @pytest.fixture(scope="module", params=list(BACKENDS))
 def short_lived(request, tmp_path_factory, plain_smtp, gateway_server):
     """Codes and links that expire after 2 seconds."""
-    running, stop = start_provider(tmp_path_factory.mktemp("nist-short"), request.param,
-                                   extra_settings=settings_for(plain_smtp, gateway_server, lifetime=2, link_lifetime=2))
+    running, stop = start_provider(tmp_path_factory.mktemp("nist-short"), request.param, extra_settings=nist_settings(
+        plain_smtp, gateway_server, lifetime=2, link_lifetime=2))
     yield running
     stop()
 
@@ -223,19 +215,7 @@ def test_lockout_limit_cannot_exceed_100():
 @clause("NIST 800-63B 5.2.2 / SPEC 7: lockout counted atomically: parallel guesses cannot pass the limit")
 def test_parallel_guesses_cannot_pass_the_lockout(provider):
     person = new_person(provider)
-    agent = UserAgent(provider)
-    page = agent.authorize(client_id="web")
-    url, token = agent.form_action(page), agent.csrf(page)
-    barrier = threading.Barrier(16)
-
-    def guess(i):
-        barrier.wait()
-        agent.http.post(url, data={"csrf_token": token, "login": person["username"], "password": f"guess {i}",
-                                   "action": "login"}, allow_redirects=False, timeout=60)
-
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(16)]
-    [thread.start() for thread in threads]
-    [thread.join(90) for thread in threads]
+    wrong_passwords_at_once(provider, person["username"], 16)
     reasons = failure_reasons(provider, person)
     assert len(reasons) == 16
     assert sum(1 for reason in reasons if reason != "account locked") <= LOCKOUT  # passwords actually compared

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from tests.conftest import BACKENDS, PASSWORD, UserAgent, callback_params, post, start_provider, token_request
-from tests.security.conftest import code_for, cookie_attributes, redeem, set_cookies, submit_once, tokens_for
+from tests.security.conftest import (code_for, cookie_attributes, redeem, set_cookies, settings_for, submit_once,
+                                     tokens_for)
 from tests.servers import sms_code
 from tests.unit.test_webauthn import register, signed_in
 from tests.unit.webauthn_authenticator import SoftAuthenticator
@@ -27,21 +28,10 @@ FACTORS = ["password", "email-otp", "sms", "voice", "email", "totp", "recovery-c
            "push"]
 
 
-def settings_for(smtp, gateway):
-    return lambda port: {
-        "factors": FACTORS,
-        "email": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "timeout": 5},
-        "sms": {"gateway": "webhook", "url": f"{gateway.url}/sms", "timeout": 5},
-        "voice": {"gateway": "webhook", "url": f"{gateway.url}/voice", "timeout": 5},
-        "otp": {"resend_cooldown": 0, "per_ip_limit": 10_000, "per_user_limit": 100, "per_destination_limit": 100},
-        "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-    }
-
-
 @pytest.fixture(scope="module", params=list(BACKENDS))
 def provider(request, tmp_path_factory, plain_smtp, gateway_server):
     running, stop = start_provider(tmp_path_factory.mktemp("asvs"), request.param,
-                                   extra_settings=settings_for(plain_smtp, gateway_server))
+                                   extra_settings=settings_for(plain_smtp, gateway_server, FACTORS))
     yield running
     stop()
 
@@ -306,16 +296,20 @@ def test_logout_ends_the_server_side_session(provider):
     assert not is_signed_in(provider, session_id)
 
 
-@clause("ASVS 4.0.3 3.4.2 / 3.4.3 / 3.4.5: cookies are HttpOnly, SameSite and scoped to the host and path /")
-def test_cookie_flags_over_http(provider):
-    person = new_person(provider)
-    agent = UserAgent(provider)
+def sign_in_cookies(provider, agent, person) -> dict:
+    """Every cookie the authorization request, the login page and the sign-in set, by name."""
     started = agent.http.get(f"{provider.url}/oidc/auth", allow_redirects=False, timeout=15, params={
         "client_id": "web", "response_type": "code", "scope": "openid", "redirect_uri": "http://127.0.0.1:9/callback"})
     page = agent.go(f"{provider.url}{started.headers['Location']}")
     signed = submit_once(agent, page, {"login": person["username"], "password": PASSWORD, "action": "login"})
     cookies = {**set_cookies(started), **set_cookies(page), **set_cookies(signed)}
     assert {"op_session", "op_interaction", "op_csrf"} <= set(cookies)
+    return cookies
+
+
+@clause("ASVS 4.0.3 3.4.2 / 3.4.3 / 3.4.5: cookies are HttpOnly, SameSite and scoped to the host and path /")
+def test_cookie_flags_over_http(provider):
+    cookies = sign_in_cookies(provider, UserAgent(provider), new_person(provider))
     for name, header in cookies.items():
         attributes = cookie_attributes(header)
         assert "httponly" in attributes, name
@@ -326,15 +320,9 @@ def test_cookie_flags_over_http(provider):
 
 @clause("ASVS 4.0.3 3.4.1: with an https issuer every cookie is Secure")
 def test_cookies_are_secure_with_an_https_issuer(https_provider):
-    person = https_provider.add_user()
     agent = UserAgent(https_provider)
     agent.http = LoopbackSession()
-    started = agent.http.get(f"{https_provider.url}/oidc/auth", allow_redirects=False, timeout=15, params={
-        "client_id": "web", "response_type": "code", "scope": "openid", "redirect_uri": "http://127.0.0.1:9/callback"})
-    page = agent.go(f"{https_provider.url}{started.headers['Location']}")
-    signed = submit_once(agent, page, {"login": person["username"], "password": PASSWORD, "action": "login"})
-    cookies = {**set_cookies(started), **set_cookies(page), **set_cookies(signed)}
-    assert {"op_session", "op_interaction", "op_csrf"} <= set(cookies)
+    cookies = sign_in_cookies(https_provider, agent, https_provider.add_user())
     for name, header in cookies.items():
         assert {"secure", "httponly"} <= set(cookie_attributes(header)), name
 

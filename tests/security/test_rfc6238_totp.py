@@ -61,12 +61,18 @@ def mid_step(margin: float = 10) -> int:
     return int(time.time() // STEP)
 
 
-def enrolled(provider) -> tuple[dict, bytes, int]:
-    """A user with an app confirmed by the previous step's code (so now is step + 1)."""
+def enrolling(provider):
+    """A signed-in user on the authenticator-app setup page: (person, agent, the page, the new key)."""
     person = provider.add_user()
     agent = UserAgent(provider)
     agent.sign_in(person["username"], client_id="web")
     page, key = begin_enrollment(agent)
+    return person, agent, page, key
+
+
+def enrolled(provider) -> tuple[dict, bytes, int]:
+    """A user with an app confirmed by the previous step's code (so now is step + 1)."""
+    person, agent, page, key = enrolling(provider)
     step = mid_step(14) - 1
     done = agent.go(f"{provider.url}/account/security/totp/confirm", "POST",
                     {"csrf_token": agent.csrf(page), "code": hotp(key, step)})
@@ -103,10 +109,7 @@ def test_verifier_accepts_appendix_b_vectors(at, code):
 
 @clause("RFC 6238 4.1 / 5.2: the time step is 30 s and the seed is 160 bits (RFC 4226 4 R6)")
 def test_enrollment_offers_a_30_second_sha1_app_with_a_160_bit_seed(provider):
-    person = provider.add_user()
-    agent = UserAgent(provider)
-    agent.sign_in(person["username"], client_id="web")
-    page, key = begin_enrollment(agent)
+    _person, agent, page, key = enrolling(provider)
     uri = re.search(r'<a id="totp-uri" href="([^"]+)"', page.text).group(1).replace("&amp;", "&")
     query = {name: values[0] for name, values in parse_qs(urlsplit(uri).query).items()}
     assert query.get("period", "30") == "30" and query.get("algorithm", "SHA1").upper() == "SHA1"
@@ -140,10 +143,7 @@ def test_two_steps_of_drift_are_refused(provider, offset):
 
 @clause("RFC 6238 5.2: a code one step behind is still in time (network delay)")
 def test_previous_step_code_is_accepted(provider):
-    person = provider.add_user()
-    agent = UserAgent(provider)
-    agent.sign_in(person["username"], client_id="web")
-    page, key = begin_enrollment(agent)
+    _person, agent, page, key = enrolling(provider)
     step = mid_step(14)
     agent.go(f"{provider.url}/account/security/totp/confirm", "POST",
              {"csrf_token": agent.csrf(page), "code": hotp(key, step - 2)})  # refused: too old

@@ -13,10 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import UserAgent, callback_params, post, start_provider
+from tests.conftest import UserAgent, callback_params, post
 from tests.unit.test_webauthn import (BASE, answer, with_key, audit, claims_of, finish, last_failure, options_of, refused,
                                       register, registration_options, signed_in, webauthn_step)
 from tests.unit.webauthn_authenticator import UP, UV, SoftAuthenticator, b64url
+from tests.webauthn_helpers import on_localhost, webauthn_provider
 
 clause = pytest.mark.clause
 
@@ -25,16 +26,13 @@ FACTORS = ["password", "email-otp", "webauthn-key", "webauthn-platform", "passke
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
-    running, stop = start_provider(tmp_path_factory.mktemp("webauthn-rp"), "sqlite-sql", extra_settings=lambda port: {
-        "factors": FACTORS, "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-    })
-    yield running
-    stop()
+    with webauthn_provider(tmp_path_factory, "webauthn-rp", FACTORS) as running:
+        yield running
 
 
 @pytest.fixture
 def origin(provider):
-    return provider.url.replace("127.0.0.1", "localhost")
+    return on_localhost(provider)
 
 
 @pytest.fixture

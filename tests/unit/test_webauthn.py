@@ -14,23 +14,20 @@ from oidc_provider.authn.webauthn_ceremonies import CeremonyFailed, RelyingParty
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import post, REDIRECT, UserAgent, callback_params, start_provider, token_request
 from tests.unit.webauthn_authenticator import SoftAuthenticator, attestation_certificate, from_b64url
+from tests.webauthn_helpers import on_localhost, webauthn_provider
 
-FACTORS = ["password", "email-otp", "sms", "voice", "email", "webauthn-key", "webauthn-platform", "passkey"]
 BASE = "/account/security/webauthn"
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory):
-    running, stop = start_provider(tmp_path_factory.mktemp("webauthn"), "sqlite-sql", extra_settings=lambda port: {
-        "factors": FACTORS, "webauthn": {"rp_id": "localhost", "origins": [f"http://localhost:{port}"]},
-    })
-    yield running
-    stop()
+    with webauthn_provider(tmp_path_factory, "webauthn") as running:
+        yield running
 
 
 @pytest.fixture
 def origin(provider):
-    return provider.url.replace("127.0.0.1", "localhost")
+    return on_localhost(provider)
 
 
 @pytest.fixture

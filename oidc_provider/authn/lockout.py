@@ -30,6 +30,16 @@ RECENT_WINDOW = 3600  # seconds
 _RESET = text("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = :id")
 
 
+def _forget_loaded_state(user_id: str) -> None:
+    """These UPDATEs bypass the ORM, and sessions keep loaded values after a commit: a User
+    already loaded in this request must read its lockout columns afresh."""
+    from ..models import User
+
+    user = db.session.identity_map.get(db.session.identity_key(User, user_id))
+    if user is not None:
+        db.session.expire(user, ["failed_attempts", "locked_until"])
+
+
 class Lockout:
     def __init__(self, settings):
         self.limit = settings.lockout.max_failures
@@ -41,6 +51,7 @@ class Lockout:
         row = db.session.execute(_ATTEMPT, {"now": now, "limit": self.limit, "until": now + self.duration,
                                             "id": user_id}).first()
         db.session.commit()
+        _forget_loaded_state(user_id)
         return row[0] if row else None
 
     @staticmethod
@@ -50,6 +61,7 @@ class Lockout:
     def succeeded(self, user_id: str) -> None:
         db.session.execute(_RESET, {"id": user_id})
         db.session.commit()
+        _forget_loaded_state(user_id)
 
     def unlock(self, user_id: str) -> None:
         self.succeeded(user_id)

@@ -67,6 +67,8 @@ def client_token_claims(op) -> dict:
     claims = op.tokens.verify_access_token(token)
     if claims is None or claims.get("sub") != claims.get("client_id"):
         raise ApiError(401, "invalid_token", "The token is invalid, expired, revoked or not a client token.")
+    if "cnf" in claims:  # RFC 9449 7.2: a DPoP-bound token is never good as a Bearer token
+        raise ApiError(401, "invalid_token", "The token is bound to a DPoP key and cannot be used as a Bearer token.")
     return claims
 
 

@@ -94,8 +94,6 @@ def _op():
 def api_client(scope: str):
     """The client whose access token authorizes this call (RFC 6750), with `scope`."""
     claims = client_token_claims(_op())
-    if "cnf" in claims:  # RFC 9449 7.2: a DPoP-bound token is never good as a Bearer token
-        raise ApiError(401, "invalid_token", "The token is bound to a DPoP key and cannot be used as a Bearer token.")
     if scope not in (claims.get("scope") or "").split():
         raise ApiError(403, "insufficient_scope", f"The client token lacks the scope '{scope}'.")
     client = _op().clients.get(claims["client_id"])

@@ -319,3 +319,16 @@ def test_the_description_is_served(provider):
     answer = requests.get(f"{provider.url}/admin/v1/openapi.json", timeout=10)
     assert answer.status_code == 200 and answer.headers["Cache-Control"] == "public, max-age=300"
     assert answer.json()["servers"] == [{"url": provider.url, "description": "The provider."}]
+
+
+def test_a_dpop_bound_admin_token_is_refused_as_bearer(provider):
+    """RFC 9449 7.2: a token bound to a DPoP key is no Bearer token, for the admin API too."""
+    from tests.dpop_proofs import DPoPKey
+
+    key = DPoPKey()
+    answer = requests.post(f"{provider.url}/oidc/token", data={"grant_type": "client_credentials", "scope": ADMIN_SCOPES},
+                           auth=("admin-console", provider.secrets["admin-console"]),
+                           headers={"DPoP": key.proof("POST", f"{provider.url}/oidc/token")}, timeout=15)
+    assert answer.status_code == 200 and answer.json()["token_type"] == "DPoP", answer.text
+    stolen = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    refused(call(provider, stolen, "GET", "/audit"), 401, "invalid_token")

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from bench.run import PASSWORD, REDIRECT, REDIS_URL, RESOURCE, POSTGRES_ADMIN_URL, pkce
+from bench.run import PASSWORD, REDIRECT, REDIS_URL, RESOURCE, POSTGRES_ADMIN_URL, pkce, write_clients
 
 USERS = 4
 
@@ -106,21 +104,10 @@ def build_app(work: Path, postgres: bool):
     from oidc_provider import create_app
     from oidc_provider.cli import create_user, upgrade_database
     from oidc_provider.oauth.keys import KeyFolder, MasterSecret
-    from oidc_provider.settings.clients import hash_client_secret
 
     KeyFolder(work / "keys").generate()
     key = MasterSecret.load(work / "keys").derive("client-secret")
-    made = {name: secrets.token_urlsafe(32) for name in ("cc", "web", "rs")}
-    clients = [
-        {"client_id": "bench-cc", "client_secret_hash": hash_client_secret(made["cc"], key),
-         "grant_types": ["client_credentials"], "scopes": ["orders:read"]},
-        {"client_id": "bench-web", "client_secret_hash": hash_client_secret(made["web"], key),
-         "redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"],
-         "scopes": ["openid", "offline_access", "orders:read"], "first_party": True},
-        {"client_id": "bench-rs", "client_secret_hash": hash_client_secret(made["rs"], key),
-         "grant_types": ["client_credentials"], "scopes": [], "can_introspect": True},
-    ]
-    (work / "clients.yaml").write_text(json.dumps({"clients": clients}))
+    made = write_clients(work / "clients.yaml", key)
     cleanups = []
     if postgres:
         import psycopg

@@ -200,11 +200,28 @@ def redis_client():
     return redis.Redis.from_url(REDIS_URL)
 
 
+def write_clients(path: Path, key: bytes) -> dict[str, str]:
+    """Our provider's benchmark clients in a clients.yaml; returns their fresh secrets by role."""
+    from oidc_provider.settings.clients import hash_client_secret
+
+    made = {name: secrets.token_urlsafe(32) for name in ("cc", "web", "rs")}
+    clients = [
+        {"client_id": "bench-cc", "client_secret_hash": hash_client_secret(made["cc"], key),
+         "grant_types": ["client_credentials"], "scopes": ["orders:read"]},
+        {"client_id": "bench-web", "client_secret_hash": hash_client_secret(made["web"], key),
+         "redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"],
+         "scopes": ["openid", "offline_access", "orders:read"], "first_party": True},
+        {"client_id": "bench-rs", "client_secret_hash": hash_client_secret(made["rs"], key),
+         "grant_types": ["client_credentials"], "scopes": [], "can_introspect": True},
+    ]
+    path.write_text(json.dumps({"clients": clients}))
+    return made
+
+
 def start_ours(workers: int, users: int, work: Path) -> Target:
     """Our provider: PostgreSQL + Redis + the production WSGI server (`oidc-provider serve`)."""
     import psycopg
 
-    from oidc_provider.settings.clients import hash_client_secret
     from oidc_provider.oauth.keys import KeyFolder, MasterSecret
     from bench.mailbox import start_mailbox
 
@@ -222,17 +239,7 @@ def start_ours(workers: int, users: int, work: Path) -> Target:
 
     mailbox, stop_mailbox = start_mailbox()
     port, prefix = free_port(), f"bench:{uuid.uuid4().hex[:6]}:"
-    made = {name: secrets.token_urlsafe(32) for name in ("cc", "web", "rs")}
-    clients = [
-        {"client_id": "bench-cc", "client_secret_hash": hash_client_secret(made["cc"], key),
-         "grant_types": ["client_credentials"], "scopes": ["orders:read"]},
-        {"client_id": "bench-web", "client_secret_hash": hash_client_secret(made["web"], key),
-         "redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"],
-         "scopes": ["openid", "offline_access", "orders:read"], "first_party": True},
-        {"client_id": "bench-rs", "client_secret_hash": hash_client_secret(made["rs"], key),
-         "grant_types": ["client_credentials"], "scopes": [], "can_introspect": True},
-    ]
-    (home / "config" / "clients.yaml").write_text(json.dumps({"clients": clients}))
+    made = write_clients(home / "config" / "clients.yaml", key)
     settings = {
         "issuer": f"http://127.0.0.1:{port}", "dev_mode": False,
         "database_url": f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{database}",

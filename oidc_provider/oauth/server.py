@@ -267,14 +267,15 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         tokens = self.op.tokens
-        row, self.user_active = tokens.find_refresh_token_and_user_state(refresh_token)
-        if row is None:
-            return None
-        if row.rotated_at is not None or row.revoked_at is not None:
-            tokens.revoke_family(row.family_id)  # RFC 9700 4.14.2: reuse revokes the family
-            record_audit("token.reuse_detected", user_id=row.user_id, client_id=row.client_id, family=row.family_id)
-            return None
-        return row if tokens.refresh_token_is_live(row) else None
+        row, self.user_active = tokens.claim_refresh_token(refresh_token)
+        if row is not None:
+            return row
+        known = tokens.find_refresh_token(refresh_token)
+        if known is not None and (known.rotated_at is not None or known.revoked_at is not None):
+            tokens.revoke_family(known.family_id)  # RFC 9700 4.14.2: reuse (or a concurrent use) revokes the family
+            record_audit("token.reuse_detected", user_id=known.user_id, client_id=known.client_id,
+                         family=known.family_id)
+        return None  # unknown or expired
 
     def authenticate_user(self, refresh_token):
         """The user's id while the account is active (read with the token; the grant needs no more)."""
@@ -284,16 +285,11 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
         """Already marked rotated, atomically, before the new token was issued."""
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
-        row = self.request.refresh_token
-        tokens = self.op.tokens
-        if not tokens.claim_refresh_token(row):
-            tokens.revoke_family(row.family_id)  # two concurrent uses: one is a replay
-            record_audit("token.reuse_detected", user_id=row.user_id, client_id=row.client_id, family=row.family_id)
-            raise InvalidGrantError("The refresh token was already used.")
+        row = self.request.refresh_token  # already claimed, in this transaction
         stored = AuthContext.from_dict(row.auth)
         # a level with a max_age falls back once its factors age out, refresh or not
         self.request.auth_context = replace(stored, acr=current_acr(self.op, stored))
-        return tokens.issue(
+        return self.op.tokens.issue(
             Issue(
                 client=self.client,
                 grant_type="refresh_token",

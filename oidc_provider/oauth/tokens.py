@@ -22,12 +22,16 @@ from sqlalchemy import bindparam, update
 from ..extensions import db
 from ..models import RefreshToken, User
 
-# The refresh grant's statements, built once (building an expression costs more than running it)
-_TOKEN_AND_USER_STATE = (db.select(RefreshToken, User.disabled).outerjoin(User, User.id == RefreshToken.user_id)
-                         .where(RefreshToken.token_hash == bindparam("token_hash")))
+# The refresh grant's statement, built once (building an expression costs more than running it):
+# the rotation claim, with the token's columns and its user's state, in one round trip
 _TABLE = RefreshToken.__table__
-_CLAIM = (update(_TABLE).where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.rotated_at.is_(None),
-                               _TABLE.c.revoked_at.is_(None)).values(rotated_at=bindparam("now")))
+_USER_DISABLED = (db.select(User.disabled).where(User.id == _TABLE.c.user_id).scalar_subquery()
+                  .label("user_disabled"))
+_CLAIM = (update(_TABLE)
+          .where(_TABLE.c.token_hash == bindparam("presented_hash"), _TABLE.c.rotated_at.is_(None),
+                 _TABLE.c.revoked_at.is_(None), _TABLE.c.expires_at > bindparam("now"))
+          .values(rotated_at=bindparam("now"))
+          .returning(*_TABLE.c, _USER_DISABLED))
 
 
 def sha256_hex(value: str) -> str:
@@ -193,22 +197,23 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
-    def find_refresh_token_and_user_state(self, value: str) -> tuple[RefreshToken | None, bool]:
-        """The stored token and, from the same query, whether its user exists and is active."""
+    def claim_refresh_token(self, value: str) -> tuple[RefreshToken | None, bool]:
+        """Mark a live token rotated and return it with whether its user exists and is active;
+        of concurrent uses exactly one gets it (the row stays locked until the request commits,
+        so a concurrent claim waits and then finds it rotated). Not committed here: `issue`
+        commits the claim together with its successor, one transaction per rotation, and a
+        request that fails in between rolls back and spends nothing."""
         if not value or len(value) > 512:
             return None, False
-        row = db.session.execute(_TOKEN_AND_USER_STATE, {"token_hash": sha256_hex(value)}).first()
-        return (row[0], row[1] is False) if row else (None, False)  # disabled is NULL: no such user
+        row = db.session.execute(_CLAIM, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
+        if row is None:
+            return None, False
+        columns = row._asdict()
+        user_disabled = columns.pop("user_disabled")
+        return RefreshToken(**columns), user_disabled is False  # NULL: no such user
 
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()
-
-    def claim_refresh_token(self, row: RefreshToken) -> bool:
-        """Mark the token rotated; of concurrent uses exactly one gets True. Not committed here:
-        `issue` commits the claim together with its successor, one transaction per rotation (a
-        failure in between spends nothing); the row stays locked until then, so a concurrent
-        claim waits and then finds it rotated."""
-        return db.session.execute(_CLAIM, {"row_id": row.id, "now": int(time.time())}).rowcount == 1
 
     # -- revoking --------------------------------------------------------------------
     def revoke_access_token(self, jti: str, exp: int) -> None:

@@ -71,7 +71,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .errors import register_error_handlers
     from .security import register_security_headers
     from .extensions import CookieSessions, csrf, db
-    from . import i18n
+    from . import cookies, i18n
     from .oauth.keys import KeyRing, MasterSecret
     from .observability import ChallengeTracker, configure_logging
     from .observability import init_app as init_observability
@@ -88,6 +88,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     settings = load_settings(config_path, overrides)
     keys_dir = resolve_path(base_dir, settings.keys_dir)
     secret = MasterSecret.load(keys_dir)
+    https = settings.issuer_url.startswith("https://")
 
     app = Flask(__name__)
     app.config.update(
@@ -96,10 +97,11 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         MAX_FORM_PARTS=100,
-        SESSION_COOKIE_NAME="op_csrf",
+        SESSION_COOKIE_NAME=cookies.secure_name(cookies.CSRF, https),
+        SESSION_COOKIE_PATH="/",  # with no Domain and Secure: what a __Host- name requires
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.issuer_url.startswith("https://"),
+        SESSION_COOKIE_SECURE=https,  # every cookie of ours follows it (cookies.py)
         WTF_CSRF_TIME_LIMIT=None,  # bound to the browser's session cookie instead
         OP_SETTINGS=settings,
     )
@@ -172,7 +174,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     backchannel.init_app(app, op)  # logout tokens when sessions end (Back-Channel Logout 1.0)
     device.init_app(app, op)  # RFC 8628, when enabled
     register_error_handlers(app)
-    register_security_headers(app, settings.issuer_url.startswith("https://"))
+    register_security_headers(app, https)
     init_observability(app, op)
     return app
 

@@ -31,6 +31,7 @@ from werkzeug.serving import make_server
 
 from oidc_provider import create_app
 from oidc_provider.cli import create_user, upgrade_database
+from oidc_provider.cookies import secure_name
 from oidc_provider.oauth.keys import KeyFolder, MasterSecret
 from oidc_provider.settings.clients import ClientConfig, hash_client_secret
 
@@ -102,6 +103,10 @@ class Provider:
     @property
     def op(self):
         return self.app.extensions["op"]
+
+    def cookie_name(self, base: str) -> str:
+        """What this provider calls one of its cookies ("op_session"): `__Host-` prefixed under https."""
+        return secure_name(base, self.app.config["SESSION_COOKIE_SECURE"])
 
     def discovery(self) -> dict:
         return requests.get(f"{self.url}/.well-known/openid-configuration", timeout=10).json()
@@ -282,6 +287,10 @@ class UserAgent:
             response = self.http.get(target, allow_redirects=False, timeout=15)
         self.last_page = response
         return response
+
+    def cookie(self, base: str) -> str | None:
+        """This browser's value of one of the provider's cookies ("op_session"), or None."""
+        return self.http.cookies.get(self.provider.cookie_name(base), domain=urlsplit(self.provider.url).hostname)
 
     def authorize(self, **params) -> requests.Response:
         query = {"response_type": "code", "scope": "openid", "redirect_uri": REDIRECT, **params}

@@ -19,8 +19,6 @@ from sqlalchemy import bindparam
 from ..extensions import db
 from ..models import UserDevice
 
-DEVICE_COOKIE = "op_device"
-TRUST_COOKIE = "op_trust"
 _FIND = db.select(UserDevice).where(UserDevice.user_id == bindparam("user_id"),
                                     UserDevice.device_hash == bindparam("device_hash"))
 

@@ -13,12 +13,11 @@ import time
 
 from flask import current_app, redirect, request, url_for
 
-from .. import i18n
+from .. import cookies, i18n
 from . import chain
 from ..observability import note_step_up
-from .devices import DEVICE_COOKIE, new_device_id
+from .devices import new_device_id
 
-BROWSER_COOKIE = "op_interaction"
 DEVICE_COOKIE_AGE = 2 * 365 * 86400
 
 
@@ -87,17 +86,14 @@ def start(datalist: dict, client, need: str, previous: dict | None, level=None, 
     record["essential"] = essential
     save(record)
     response = redirect(url_for(page, uid=record["uid"]), code=303)
-    secure = current_app.config["SESSION_COOKIE_SECURE"]
     _browser_cookie(response, record, _lifetime())
-    if not request.cookies.get(DEVICE_COOKIE):  # tells a known browser from a new one (policy input)
-        response.set_cookie(DEVICE_COOKIE, new_device_id(), httponly=True, samesite="Lax", secure=secure,
-                            max_age=DEVICE_COOKIE_AGE, path="/")
+    if not cookies.get(cookies.DEVICE):  # tells a known browser from a new one (policy input)
+        cookies.put(response, cookies.DEVICE, new_device_id(), DEVICE_COOKIE_AGE)
     return response
 
 
 def _browser_cookie(response, record: dict, max_age: float) -> None:
-    response.set_cookie(BROWSER_COOKIE, record["browser"], httponly=True, samesite="Lax",
-                        secure=current_app.config["SESSION_COOKIE_SECURE"], max_age=int(max_age), path="/")
+    cookies.put(response, cookies.INTERACTION, record["browser"], max_age)
 
 
 def _expires_at(record: dict) -> float:
@@ -124,7 +120,7 @@ def load_for_browser(uid: str) -> tuple[dict | None, str | None]:
     if record is None or _expires_at(record) <= time.time():  # the store's expiry runs on its own clock
         return None, "interaction_expired"
     i18n.use(record.get("locale"))  # every page of this login speaks the language it began in
-    cookie = request.cookies.get(BROWSER_COOKIE, "")
+    cookie = cookies.get(cookies.INTERACTION, "")
     if not hmac.compare_digest(cookie.encode(), record["browser"].encode()):
         return None, "interaction_browser"
     return record, None

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 
 from .acr import achieved_acr, amr_values, level_met
 
-COOKIE = "op_session"
 log = logging.getLogger(__name__)
 
 

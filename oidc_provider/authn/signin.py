@@ -9,10 +9,10 @@ import time
 
 from flask import request
 
+from .. import cookies
 from ..extensions import db
 from ..models import record_audit
 from .acr import mfa_level
-from .devices import DEVICE_COOKIE, TRUST_COOKIE
 from .geoip import GeoIP
 from .lockout import recent_failures
 from .policy import Decision, LoginContext, PreviousLogin, evaluate
@@ -52,13 +52,13 @@ def policy_decision(op, user, client, ip: str | None = None) -> Decision:
     that a rule or an acr level demands.
     """
     ip = ip or request.remote_addr
-    device_id = request.cookies.get(DEVICE_COOKIE)
+    device_id = cookies.get(cookies.DEVICE)
     context = login_context(user, client, ip, geoip(op).lookup(ip), time.time(),
                             op.devices.is_known(user.id, device_id), recent_failures(op, user.id))
     decision = evaluate(op.policy.value, context)
     adaptive = decision.risk is not None and decision.rule is None
     if decision.action == "require_mfa" and adaptive and op.devices.is_trusted(
-            user.id, device_id, request.cookies.get(TRUST_COOKIE)):
+            user.id, device_id, cookies.get(cookies.TRUST)):
         decision = Decision("allow", None, f"trusted device; {decision.reason}", None, decision.risk)
     record_audit("policy.decision", user_id=user.id, client_id=client.client_id, ip=ip,
                  context=context.to_dict(), decision=decision.to_dict())
@@ -83,7 +83,7 @@ def record_signin(op, user, client, interaction: dict | None, acr: str | None, r
     country, latitude, longitude = geoip(op).lookup(ip)
     user.last_login = {"at": time.time(), "ip": ip, "country": country, "latitude": latitude,
                        "longitude": longitude}
-    device_id = request.cookies.get(DEVICE_COOKIE)
+    device_id = cookies.get(cookies.DEVICE)
     if not device_id:
         db.session.commit()
         return
@@ -91,7 +91,5 @@ def record_signin(op, user, client, interaction: dict | None, acr: str | None, r
     wants_trust = bool(interaction and interaction.get("remember"))
     if wants_trust and acr == "mfa" and op.settings.trusted_devices.enabled:
         token = op.devices.trust(device)
-        response.set_cookie(TRUST_COOKIE, token, httponly=True, samesite="Lax", path="/",
-                            secure=request.is_secure or op.settings.issuer_url.startswith("https://"),
-                            max_age=op.settings.trusted_devices.days * 86400)
+        cookies.put(response, cookies.TRUST, token, op.settings.trusted_devices.days * 86400)
         record_audit("device.trusted", user_id=user.id, client_id=client.client_id, ip=ip, device=device.id)

@@ -19,7 +19,7 @@ from joserfc.errors import JoseError
 
 from ..authn import interaction as interactions
 from ..authn import upstream as upstreams
-from ..authn.session import COOKIE as SESSION_COOKIE
+from .. import cookies
 from ..authn.acr import AcrRequestError, parse_acr_request
 from ..authn.session import auth_context
 from ..authn.signin import decision_level, policy_decision, record_signin
@@ -185,7 +185,7 @@ def _error_response(error: OAuth2Error, state: str | None):
 
 
 def _load_session():
-    return current_op().sessions.load(request.cookies.get(SESSION_COOKIE))
+    return current_op().sessions.load(cookies.get(cookies.SESSION))
 
 
 def _int_param(value: str | None, name: str) -> int | None:
@@ -468,7 +468,7 @@ def finish_logout(session, post_logout: str | None, state: str | None):
         response = redirect(add_params_to_uri(post_logout, [("state", state)] if state else []), code=302)
     else:
         response = Response(render_template("logged_out.html"))
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    cookies.delete(response, cookies.SESSION)
     return response
 
 

@@ -19,7 +19,7 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from ..authn import reauth
 from ..authn.factors import Verification
 from ..authn.otp import SendRefused, mask_email, mask_phone
-from ..authn.session import COOKIE as SESSION_COOKIE
+from .. import cookies
 from ..delivery import EMAIL_ADDRESS, PHONE_NUMBER, DeliveryError
 from ..errors import MESSAGES, error_page
 from ..extensions import db
@@ -37,7 +37,7 @@ def _op():
 
 def signed_in():
     """(IdP session, user) of the browser's signed-in user, or (None, None)."""
-    session = _op().sessions.load(request.cookies.get(SESSION_COOKIE))
+    session = _op().sessions.load(cookies.get(cookies.SESSION))
     user = db.session.get(User, session.sub) if session else None
     return (session, user) if user and not user.disabled else (None, None)
 

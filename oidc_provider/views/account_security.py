@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
+from .. import cookies
 from ..authn import reauth
-from ..authn.devices import DEVICE_COOKIE, device_hash
+from ..authn.devices import device_hash
 from ..authn.factors.webauthn import KIND_IDS
 from ..errors import error_page
 from ..extensions import db
@@ -130,7 +131,7 @@ def _methods(op, user) -> list[dict]:
 
 
 def _remembered(op, user) -> list[dict]:
-    here = request.cookies.get(DEVICE_COOKIE)
+    here = cookies.get(cookies.DEVICE)
     here = device_hash(here) if here and len(here) <= 64 else None
     return [{"id": device.id, "browser": device.user_agent, "ip": device.last_ip, "last_seen": when(device.last_seen),
              "until": when(device.trusted_until), "here": device.device_hash == here}

@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, render_template, request
 from ..authn import interaction as interactions
 from ..authn import upstream as upstreams
 from ..authn.acr import AcrRequestError, parse_acr_request
-from ..authn.session import COOKIE as SESSION_COOKIE
+from .. import cookies
 from ..authn.session import auth_context
 from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import MESSAGES, error_page
@@ -88,7 +88,7 @@ def _decide(record: dict, client):
     op = _op()
     if device_requests().pending(record["device"]) is None:
         return error_page("device_code_invalid", 400)
-    session = op.sessions.load(request.cookies.get(SESSION_COOKIE))
+    session = op.sessions.load(cookies.get(cookies.SESSION))
     user = db.session.get(User, session.sub) if session else None
     if user is not None and user.disabled:
         user = None
@@ -120,7 +120,7 @@ def _decide(record: dict, client):
 def _approval_state(record):
     """The signed-in session that earned the approval page (the same one still), or None."""
     auth = record.get("device_auth")
-    session = _op().sessions.load(request.cookies.get(SESSION_COOKIE))
+    session = _op().sessions.load(cookies.get(cookies.SESSION))
     if not auth or session is None or session.sid != auth["sid"] or session.sub != record.get("sub"):
         return None
     return session

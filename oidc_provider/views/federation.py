@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
+from .. import cookies
 from ..i18n import gettext, lazy_gettext as _l
 from ..authn import interaction as interactions
 from ..authn.upstream import PENDING_LIFETIME, UpstreamError, enabled, federation_factor, upstreams, user_for
@@ -118,7 +119,7 @@ def callback():
     op = current_app.extensions["op"]
     state = request.args.get("state") or ""
     pending = op.store.get(f"upstream:{state}") if 0 < len(state) <= 128 else None
-    browser = request.cookies.get(interactions.BROWSER_COOKIE, "")
+    browser = cookies.get(cookies.INTERACTION, "")
     # The state proves nothing unless this browser started it (RFC 6749 10.12: login CSRF).
     if pending is None or not hmac.compare_digest(browser.encode(), pending["browser"].encode()):
         return _problem("upstream_state", 400)

@@ -21,7 +21,7 @@ from ..authn.factors import Verification
 from ..authn.lockout import verify_counted
 from ..authn.reauth import ACCOUNT_CLIENT_ID
 from ..authn.otp import SendRefused
-from ..authn.session import COOKIE as SESSION_COOKIE
+from .. import cookies
 from ..authn.session import FactorUse
 from ..delivery import DeliveryError
 from ..errors import MESSAGES, error_page
@@ -60,7 +60,7 @@ def _first(record, name):
 
 
 def _session():
-    return _op().sessions.load(request.cookies.get(SESSION_COOKIE))
+    return _op().sessions.load(cookies.get(cookies.SESSION))
 
 
 def interaction_view(view):
@@ -202,10 +202,7 @@ def _complete(record, client, user, factor):
     # an admin's mfa_enrollment_required: set up a factor first (the session cookie is needed for it)
     after = "interaction.show" if enrollment.after_first_factor(record, client, user, session) else "oidc.resume"
     response = redirect(url_for(after, uid=record["uid"]), code=303)
-    response.set_cookie(
-        SESSION_COOKIE, session.id, httponly=True, samesite="Lax", path="/",
-        secure=current_app.config["SESSION_COOKIE_SECURE"], max_age=op.settings.lifetimes.session,
-    )
+    cookies.put(response, cookies.SESSION, session.id, op.settings.lifetimes.session)
     return response
 
 

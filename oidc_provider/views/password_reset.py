@@ -29,7 +29,7 @@ from ..authn import interaction as interactions
 from ..authn.chain import reset_factors
 from ..authn.factors.password import acceptable_password, hash_password
 from ..authn.otp import SendRefused
-from ..authn.session import COOKIE as SESSION_COOKIE
+from .. import cookies
 from ..delivery import DeliveryError
 from ..errors import error_page
 from ..extensions import db
@@ -270,7 +270,7 @@ def set_password(record, client):
     record["notice"] = "password_changed"
     interactions.save(record)
     response = redirect(url_for("interaction.show", uid=record["uid"]), code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    cookies.delete(response, cookies.SESSION)
     return response
 
 

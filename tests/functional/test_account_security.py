@@ -448,7 +448,7 @@ def test_a_remembered_device_is_listed_and_forgotten_without_step_up(provider, p
     step = post(agent, choice, "start", {"factor": "email-otp"})
     assert 'name="remember"' in step.text
     agent.submit(step, {"code": email_code(plain_smtp, person_email(person)), "remember": "on"})
-    assert agent.http.cookies.get("op_trust")
+    assert agent.cookie("op_trust")
     hub = page(agent, HUB)
     assert 'id="remembered"' in hub.text and "(this browser)" in hub.text
     [device_id] = re.findall(r'<tr data-device="(\d+)">', hub.text)

@@ -54,9 +54,6 @@ class Browser(UserAgent):
         self.last_page = response
         return response
 
-    def session_cookie(self) -> str | None:
-        return self.http.cookies.get("op_session", domain=urlsplit(self.provider.url).hostname)
-
 
 # -- the fake upstream ------------------------------------------------------------------------
 
@@ -434,7 +431,7 @@ def test_an_upstream_id_token_that_fails_validation_is_refused(shop, corp, fake_
     page = agent.authorize(client_id="web", acr_values="urn:any:fake_direct")
     assert len(fake_case.token_requests) == before + 1  # refused after the exchange, at validation
     assert page.status_code == 502 and 'data-error="upstream_failed"' in page.text
-    assert agent.session_cookie() is None and "code=" not in page.headers.get("Location", "")
+    assert agent.cookie("op_session") is None and "code=" not in page.headers.get("Location", "")
 
 
 def test_an_answer_naming_another_issuer_is_refused_before_the_exchange(shop, corp, fake_case):
@@ -444,7 +441,7 @@ def test_an_answer_naming_another_issuer_is_refused_before_the_exchange(shop, co
     agent = browser(shop, corp, fake_case)
     page = agent.authorize(client_id="web", acr_values="urn:any:fake_direct")
     assert page.status_code == 502 and len(fake_case.token_requests) == before
-    assert agent.session_cookie() is None
+    assert agent.cookie("op_session") is None
 
 
 @pytest.mark.parametrize("case, refused", [("good", False), ("stale_login", True)])
@@ -455,7 +452,7 @@ def test_prompt_login_needs_a_fresh_login_at_the_upstream(shop, corp, fake_case,
     page = agent.authorize(client_id="web", acr_values="urn:any:fake_direct", prompt="login")
     assert fake_case.authorize_queries[-1]["max_age"] == "0"
     if refused:
-        assert page.status_code == 502 and agent.session_cookie() is None
+        assert page.status_code == 502 and agent.cookie("op_session") is None
     else:
         assert tokens_for(shop, page)["claims"]["amr"] == ["fed"]
 
@@ -475,7 +472,7 @@ def test_a_state_from_another_browser_is_refused(shop, fake_case):
     attacker.authorize(client_id="web")  # with an interaction cookie of its own
     stolen = attacker.go(callback)
     assert stolen.status_code == 400 and 'data-error="upstream_state"' in stolen.text
-    assert attacker.session_cookie() is None
+    assert attacker.cookie("op_session") is None
     # the attempt used nothing up: the browser that started the sign-in completes it
     assert tokens_for(shop, victim.go(callback))["claims"]["amr"] == ["fed"]
 

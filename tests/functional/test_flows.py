@@ -126,7 +126,7 @@ def test_wrong_password_gets_a_generic_answer_and_no_session(provider, user, age
     assert wrong.status_code == unknown.status_code == 401
     text = "The username or password is not right"
     assert text in wrong.text and text in unknown.text
-    assert "op_session" not in agent.http.cookies
+    assert agent.cookie("op_session") is None
 
 
 def test_password_guessing_is_throttled_even_for_the_right_password(provider, agent):
@@ -136,17 +136,17 @@ def test_password_guessing_is_throttled_even_for_the_right_password(provider, ag
     for _ in range(limit):
         agent.login(page, victim["username"], "guess")
     blocked = agent.login(page, victim["username"], PASSWORD)
-    assert blocked.status_code == 401 and "op_session" not in agent.http.cookies
+    assert blocked.status_code == 401 and agent.cookie("op_session") is None
 
 
 def test_session_cookie_flags_and_rotation(provider, user, agent):
     agent.sign_in(user["username"], client_id="web")
-    first = agent.http.cookies.get("op_session")
-    cookie = next(c for c in agent.http.cookies if c.name == "op_session")
+    first = agent.cookie("op_session")
+    cookie = next(c for c in agent.http.cookies if c.name == provider.cookie_name("op_session"))
     assert cookie.has_nonstandard_attr("HttpOnly")
     assert cookie._rest.get("SameSite") == "Lax"
     agent.sign_in(user["username"], client_id="web", prompt="login")
-    assert agent.http.cookies.get("op_session") != first  # a new id after each login
+    assert agent.cookie("op_session") != first  # a new id after each login
 
 
 def test_login_page_of_another_browser_is_refused(provider, user, agent):
@@ -160,7 +160,7 @@ def test_login_form_without_csrf_token_is_refused(provider, user, agent):
     page = agent.authorize(client_id="web")
     response = agent.http.post(agent.form_action(page), data={"login": user["username"], "password": PASSWORD,
                                                              "action": "login"}, allow_redirects=False)
-    assert response.status_code == 400 and "op_session" not in agent.http.cookies
+    assert response.status_code == 400 and agent.cookie("op_session") is None
 
 
 def test_private_key_jwt_client_authentication(provider, user, agent):

@@ -42,7 +42,7 @@ def test_mfa_over_email_and_sms_needs_a_verified_phone(provider):
     agent = UserAgent(provider)
     page = agent.login(agent.authorize(client_id="web", acr_values="mfa"), no_phone["username"])
     assert page.status_code == 403 and "a verified phone number" in page.text
-    assert "op_session" in agent.http.cookies  # the password step itself succeeded
+    assert agent.cookie("op_session")  # the password step itself succeeded
 
 
 def test_prompt_none_that_cannot_meet_the_level_is_unmet_authentication_requirements(provider, person):

@@ -255,13 +255,13 @@ def test_only_non_browser_endpoints_are_csrf_exempt(provider):
 
 # -- V3: session management ------------------------------------------------------------------------
 
-def cookie_value(response, name="op_session") -> str:
-    return set_cookies(response)[name].split(";")[0].split("=", 1)[1]
+def cookie_value(provider, response, base="op_session") -> str:
+    return set_cookies(response)[provider.cookie_name(base)].split(";")[0].split("=", 1)[1]
 
 
 def is_signed_in(provider, session_id) -> bool:
     browser = UserAgent(provider)
-    browser.http.cookies.set("op_session", session_id)
+    browser.http.cookies.set(provider.cookie_name("op_session"), session_id)
     answer = callback_params(browser.authorize(client_id="web", prompt="none"))
     return "code" in answer
 
@@ -270,15 +270,16 @@ def is_signed_in(provider, session_id) -> bool:
 def test_session_id_rotates_at_each_factor(provider, gateway_server):
     person = new_person(provider)
     agent = UserAgent(provider)
-    agent.http.cookies.set("op_session", "attacker-chosen-value", domain="127.0.0.1", path="/")  # planted
+    agent.http.cookies.set(provider.cookie_name("op_session"), "attacker-chosen-value", domain="127.0.0.1",
+                           path="/")  # planted
     page = agent.authorize(client_id="web", acr_values="mfa")
     after_password = submit_once(agent, page, {"login": person["username"], "password": PASSWORD, "action": "login"})
-    first = cookie_value(after_password)
+    first = cookie_value(provider, after_password)
     assert first != "attacker-chosen-value"
     choice = agent.go(f"{provider.url}{after_password.headers['Location']}")
     code_page = post(agent, choice, "start", {"factor": "sms"})
     after_sms = submit_once(agent, code_page, {"code": sms_code(gateway_server, person["phone"])})
-    second = cookie_value(after_sms)
+    second = cookie_value(provider, after_sms)
     assert second != first
     assert is_signed_in(provider, second) and not is_signed_in(provider, first)
     assert not is_signed_in(provider, "attacker-chosen-value")
@@ -289,7 +290,7 @@ def test_logout_ends_the_server_side_session(provider):
     person = new_person(provider)
     agent = UserAgent(provider)
     tokens = tokens_for(provider, agent, person)
-    session_id = agent.http.cookies.get("op_session")
+    session_id = agent.cookie("op_session")
     assert is_signed_in(provider, session_id)
     answer = agent.go(f"{provider.url}/oidc/logout?id_token_hint={tokens['id_token']}")
     assert answer.status_code == 200
@@ -303,7 +304,8 @@ def sign_in_cookies(provider, agent, person) -> dict:
     page = agent.go(f"{provider.url}{started.headers['Location']}")
     signed = submit_once(agent, page, {"login": person["username"], "password": PASSWORD, "action": "login"})
     cookies = {**set_cookies(started), **set_cookies(page), **set_cookies(signed)}
-    assert {"op_session", "op_interaction", "op_csrf"} <= set(cookies)
+    assert {provider.cookie_name(base) for base in ("op_session", "op_interaction", "op_csrf")} <= set(cookies)
+    assert "code" in callback_params(agent.go(f"{provider.url}{signed.headers['Location']}"))  # signed in
     return cookies
 
 
@@ -327,16 +329,25 @@ def test_cookies_are_secure_with_an_https_issuer(https_provider):
         assert {"secure", "httponly"} <= set(cookie_attributes(header)), name
 
 
+def assert_host_cookie(name: str, header: str) -> None:
+    """What a browser demands of a __Host- cookie before keeping it (RFC 6265bis 4.1.3.2)."""
+    attributes = cookie_attributes(header)
+    assert name.startswith("__Host-"), name
+    assert "secure" in attributes and attributes.get("path") == "/" and "domain" not in attributes, header
+
+
 @clause("ASVS 4.0.3 3.4.4 / 5.0 3.3.3: session cookies use the __Host- prefix when served over https")
-@pytest.mark.xfail(strict=True, reason="cookie names are fixed (op_session, op_interaction, op_csrf); a __Host- "
-                                       "name when the issuer is https needs one name helper used by every module")
 def test_session_cookie_has_the_host_prefix(https_provider):
     agent = UserAgent(https_provider)
     agent.http = LoopbackSession()
-    page = agent.authorize(client_id="web")
-    submitted = submit_once(agent, page, {"login": https_provider.add_user()["username"], "password": PASSWORD,
-                                          "action": "login"})
-    assert any(name.startswith("__Host-") for name in set_cookies(submitted))
+    for name, header in sign_in_cookies(https_provider, agent, https_provider.add_user()).items():
+        assert_host_cookie(name, header)
+    assert "code" in callback_params(agent.authorize(client_id="web", prompt="none"))  # the session is read back
+    confirm = agent.go(f"{https_provider.url}/oidc/logout")
+    ended = submit_once(agent, confirm, {"action": "logout"})
+    deleted = set_cookies(ended)[https_provider.cookie_name("op_session")]  # a deletion is a Set-Cookie too
+    assert_host_cookie(https_provider.cookie_name("op_session"), deleted)
+    assert callback_params(agent.authorize(client_id="web", prompt="none"))["error"] == "login_required"
 
 
 # -- V14.4 / 5.0 V3.4: security headers -------------------------------------------------------------

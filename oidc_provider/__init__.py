@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 
 from .settings import ConfigError, Settings, load_settings
 
@@ -114,6 +117,9 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
         engine = db.engine
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        event.listen(engine, "checkin", _note_idle_since)
+        event.listen(engine, "checkout", _pinging_doubtful_connections(engine.dialect))
     store = create_store(settings, engine)
     keyring = KeyRing(keys_dir)
     delivery = Delivery(settings, base_dir)
@@ -187,13 +193,40 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
+# A pooled connection is pinged before use when it has been idle for longer than this, or when
+# the server has closed it or written to it meanwhile (its socket is readable: a select() call,
+# no round trip). A busy, healthy connection is not pinged: a ping is a round trip per transaction.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _note_idle_since(_dbapi_connection, record) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _pinging_doubtful_connections(dialect):
+    """SQLAlchemy's pessimistic disconnect handling, for connections in doubt only: a failed
+    ping makes the pool discard the connection and check out (or open) another."""
+
+    def ping_if_doubtful(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        recently_used = idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS
+        if recently_used and not select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure: the connection is not usable
+            raise DisconnectionError() from exc
+
+    return ping_if_doubtful
+
+
 def _engine_options(settings: Settings) -> dict:
     if settings.database_url.startswith("sqlite"):
         # Writers wait for each other instead of failing with "database is locked".
         # SQLite serializes writers: let waiting requests queue for the file lock, not for the pool
         return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": 20, "max_overflow": 20}
     # connect_timeout: an unreachable server fails a request (and /readyz) instead of hanging it
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "connect_args": {"connect_timeout": 5}}
+    return {"pool_size": 10, "max_overflow": 20, "connect_args": {"connect_timeout": 5}}
 
 
 __all__ = ["ConfigError", "Provider", "create_app"]

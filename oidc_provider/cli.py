@@ -74,7 +74,7 @@ def db():
     """Database schema."""
 
 
-def upgrade_database(app) -> None:
+def upgrade_database(app, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -84,7 +84,7 @@ def upgrade_database(app) -> None:
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with app.app_context(), sqla.engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 @db.command("upgrade")

@@ -81,7 +81,9 @@ def document(settings) -> dict:
                 "secret": {"type": "string"}, "barcode_uri": {"type": "string"},
                 "oob_channel": {"enum": ["sms", "voice", "email", "auth0"]},
                 "oob_code": {"type": "string"}, "binding_method": {"enum": ["prompt"]},
-                "recovery_codes": {"type": "array", "items": {"type": "string"}},
+                "recovery_codes": {"type": "array", "items": {"type": "string"},
+                                   "description": "Numbered in this order, the first is number 1: a sign-in "
+                                                  "asks for the next unused one by its number."},
             },
         },
         "ChallengeRequest": {

@@ -387,6 +387,28 @@ def wrong_passwords_at_once(provider: Provider, username: str, count: int, timeo
         thread.join(timeout + 30)
 
 
+SHOWN_RECOVERY_CODE = re.compile(r"<li>(\d+)\. <code>([0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4})</code></li>")
+
+
+def recovery_codes_shown(page: requests.Response) -> list[str]:
+    """The codes on the page that made a new set, in the order of their numbers (number 1 first)."""
+    found = SHOWN_RECOVERY_CODE.findall(page.text)
+    assert [int(number) for number, _ in found] == list(range(1, len(found) + 1)), found
+    return [code for _, code in found]
+
+
+def asked_recovery_number(page: requests.Response) -> int:
+    """The number of the recovery code a sign-in step asks for ("Enter recovery code number 3")."""
+    asked = re.search(r"code (?:number |#)(\d+)", page.text)
+    assert asked, "the page does not ask for a specific recovery code"
+    return int(asked.group(1))
+
+
+def asked_recovery_code(page: requests.Response, codes: list[str]) -> str:
+    """The code of a set (as shown, number 1 first) that this sign-in step asks for."""
+    return codes[asked_recovery_number(page) - 1]
+
+
 def callback_params(response: requests.Response) -> dict:
     assert response.status_code in (302, 303), f"expected a redirect to the client, got {response.status_code}: {response.text[:300]}"
     location = response.headers["Location"]

@@ -226,7 +226,7 @@ def start_totp(op, user) -> dict:
 
 def first_recovery_codes(op, user) -> list[str] | None:
     """Auth0 returns recovery codes with a user's first enrollment: a set, unconfirmed until the
-    enrollment is (so an abandoned enrollment leaves no working codes)."""
+    enrollment is (so an abandoned enrollment leaves no working codes), numbered in list order."""
     recovery = op.factors.get("recovery-code")
     if recovery is None or recovery.remaining(user) > 0:
         return None

@@ -23,6 +23,7 @@ class Authenticator(db.Model):
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     lookup: Mapped[str | None] = mapped_column(String(255), index=True)  # e.g. a WebAuthn credential id
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)  # enrollment finished
+    number: Mapped[int | None] = mapped_column(Integer)  # a recovery code's number in its set (1, 2, ...)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     last_used_at: Mapped[float | None] = mapped_column(Float)
 

@@ -10,8 +10,9 @@
   "mfa_token": "..."} (authn/mfa_tokens.py).
 - `http://auth0.com/oauth/grant-type/mfa-otp` (mfa_token, otp), `.../mfa-oob` (mfa_token,
   oob_code, binding_code; `authorization_pending` while a push waits, `invalid_grant` on a
-  denial) and `.../mfa-recovery-code` (mfa_token, recovery_code; the answer carries a new
-  `recovery_code`). Each also under this provider's own URN,
+  denial) and `.../mfa-recovery-code` (mfa_token, recovery_code: the next unused one, the
+  lowest number left; the answer carries a new `recovery_code` and its `recovery_code_number`).
+  Each also under this provider's own URN,
   `urn:oidc-provider:params:oauth:grant-type:mfa-otp` etc. (settings/clients.py). The first
   code of an authenticator /mfa/associate started confirms it, as at Auth0; with a user's
   MFA API access token as `mfa_token` that is all these grants do (self-service enrollment).
@@ -205,7 +206,7 @@ class _MfaApiGrant(_Issuing, grants.BaseGrant, grants.TokenEndpointMixin):
         if outcome.sign_in and "openid" in outcome.scope.split():
             token["id_token"] = op.tokens.id_token(client, user.id, context, token["access_token"], None)
         if outcome.recovery_code:  # Auth0 hands back a new recovery code in place of the used one
-            token["recovery_code"] = op.factors.get("recovery-code").add_one(user)
+            token["recovery_code_number"], token["recovery_code"] = op.factors.get("recovery-code").add_one(user)
         record_audit("token.issued", user_id=user.id, client_id=client.client_id, ip=self.ip(),
                      grant_type=self.request.payload.grant_type, acr=context.acr, amr=context.amr, via="mfa_api")
         if outcome.sign_in:
@@ -344,7 +345,8 @@ class MfaOobGrant(_MfaApiGrant):
 
 
 class MfaRecoveryCodeGrant(_MfaApiGrant):
-    """A recovery code; the answer carries a new one in its place (`recovery_code`), as Auth0's."""
+    """The next recovery code (the lowest number left); the answer carries a new one in its place
+    (`recovery_code`, as Auth0's, numbered after the others: `recovery_code_number`)."""
 
     GRANT_TYPES = MFA_GRANTS["mfa-recovery-code"]
 
@@ -359,7 +361,9 @@ class MfaRecoveryCodeGrant(_MfaApiGrant):
         result = verify_counted(self.op, factor, holder.user, {"code": code}, {"ip": self.ip()})
         if not result.ok:
             self._refused(holder, result.reason, factor.id)
-            raise Auth0Error("invalid_grant", "Invalid recovery_code.")
+            asked = factor.next_number(holder.user)  # only the next code is accepted (NIST 800-63B 5.1.2.2)
+            raise Auth0Error("invalid_grant", "Invalid recovery_code." + (
+                f" Use recovery code number {asked}." if asked is not None else ""))
         self.succeeded(holder, factor, recovery_code=True)
 
 

@@ -132,6 +132,13 @@ def _page(template, record, client, status=200, error=None, **values):
     ), status
 
 
+def _prompt(factor, pending) -> str | None:
+    """The lead text of a factor whose user already has the code (TOTP, a recovery code: which one)."""
+    if not hasattr(factor, "prompt"):
+        return None
+    return factor.prompt(db.session.get(User, pending["user_id"]) if pending["user_id"] else None)
+
+
 def _render_step(record, client, error=None, status=200, login=None):
     pending = record.get("pending")
     if record["step"] == "consent":
@@ -139,8 +146,9 @@ def _render_step(record, client, error=None, status=200, login=None):
         return _page("consent.html", record, client, scopes=[(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scopes])
     if pending:
         template = PAGES.get(pending["kind"], f"factor_{pending['kind']}.html")
-        return _page(template, record, client, status, error, pending=pending,
-                     factor=_op().factors.get(pending["factor"]))
+        factor = _op().factors.get(pending["factor"])
+        return _page(template, record, client, status, error, pending=pending, factor=factor,
+                     prompt=_prompt(factor, pending))
     if record.get("reset"):
         return password_reset.render(record, client, error, status)
     enrolling = enrollment.page(record, client, error, status) if record.get("enroll") else None

@@ -383,22 +383,26 @@ def test_push_enrollment_and_approval_with_the_reference_device(provider, person
 
 # -- recovery codes ---------------------------------------------------------------------------------------
 
-def test_a_recovery_code_signs_in_once_and_a_new_one_comes_back(provider, person):
+def test_the_next_recovery_code_signs_in_once_and_a_new_one_comes_back(provider, person):
     _app, enrolled = enroll_totp(provider, person)
-    first = enrolled["recovery_codes"][0]
+    codes = enrolled["recovery_codes"]  # numbered in this order: the first is number 1
     mfa_token = mfa_required(provider, person)
-    error(token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code="aaaa-bbbb-cccc"),
-          400, "invalid_grant")
-    answer = token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=first)
+    for wrong in ("aaaa-bbbb-cccc", codes[1]):  # a wrong code, and an unused one that is not the next
+        error(token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=wrong),
+              400, "invalid_grant", "Invalid recovery_code. Use recovery code number 1.")
+    answer = token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=codes[0])
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert claims(body["access_token"])["amr"] == ["pwd", "rcv", "mfa"]
     assert re.fullmatch(r"[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}", body["recovery_code"])
+    assert body["recovery_code_number"] == len(codes) + 1  # after the others
     mfa_token = mfa_required(provider, person)
-    error(token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=first), 400,
-          "invalid_grant")
-    answer = token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=body["recovery_code"])
+    for wrong in (codes[0], body["recovery_code"]):  # the used one; the new one, whose turn comes last
+        error(token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=wrong), 400,
+              "invalid_grant", "Invalid recovery_code. Use recovery code number 2.")
+    answer = token(provider, AUTH0 + "mfa-recovery-code", mfa_token=mfa_token, recovery_code=codes[1])
     assert answer.status_code == 200, answer.text
+    assert answer.json()["recovery_code_number"] == len(codes) + 2
 
 
 # -- self-service with an access token for the MFA API -------------------------------------------------------

@@ -15,7 +15,8 @@ import jwt
 import pytest
 import segno
 
-from tests.conftest import post, BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.conftest import (post, BACKENDS, REDIRECT, UserAgent, asked_recovery_code, callback_params,
+                            recovery_codes_shown, start_provider, token_request)
 from tests.servers import text_of
 from tests.unit.test_totp import PERIOD, RFC_KEYS, RFC_VECTORS, rfc6238
 
@@ -249,7 +250,7 @@ def generate_codes(agent) -> list[str]:
     page = account_page(agent, "recovery-codes", "generate")
     assert page.status_code == 200 and "only time they are shown" in page.text
     assert "no-store" in page.headers["Cache-Control"]
-    return re.findall(r"<li><code>([0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4})</code></li>", page.text)
+    return recovery_codes_shown(page)
 
 
 def remaining_on_page(agent) -> int:
@@ -265,10 +266,10 @@ def test_recovery_codes_are_shown_once_and_sign_in_as_a_second_step(provider, pe
     assert remaining_on_page(agent) == 10 and not any(c in status.text for c in codes)  # never shown again
 
     browser, page = second_step(provider, person["username"], "recovery-code")
-    assert "recovery codes you saved" in page.text and "Send a new code" not in page.text
+    assert "Enter recovery code number 1 from the set you saved" in page.text and "Send a new code" not in page.text
     pattern = re.search(r'name="code"[^>]*pattern="([^"]+)"', page.text, re.S).group(1)
     assert re.fullmatch(html.unescape(pattern), codes[0].upper()), pattern
-    claims = id_token_claims(provider, browser.submit(page, {"code": codes[0].upper()}))
+    claims = id_token_claims(provider, browser.submit(page, {"code": asked_recovery_code(page, codes).upper()}))
     assert claims["amr"] == ["pwd", "rcv", "mfa"] and claims["acr"] == "mfa"
     assert remaining_on_page(agent) == 9
 
@@ -300,7 +301,7 @@ def test_a_recovery_code_posted_by_six_sign_ins_at_once_works_once(provider, per
 
     def answer(browser, page):
         verify = re.search(r'action="(/interaction/[^"]+/verify)"', page.text).group(1)
-        data = {"csrf_token": browser.csrf(page), "code": codes[1]}
+        data = {"csrf_token": browser.csrf(page), "code": asked_recovery_code(page, codes)}
         barrier.wait()
         answers.append(browser.http.post(provider.url + verify, data=data, allow_redirects=False, timeout=30))
 
@@ -322,18 +323,29 @@ def test_a_new_set_ends_the_old_one_and_few_codes_left_are_flagged(provider, per
     assert not set(old) & set(new) and remaining_on_page(agent) == 10
     browser, page = second_step(provider, person["username"], "recovery-code")
     page = refused(browser, page, old[0])
-    assert id_token_claims(provider, browser.submit(page, {"code": new[0]}))["amr"] == ["pwd", "rcv", "mfa"]
+    assert id_token_claims(provider, browser.submit(page, {"code": asked_recovery_code(page, new)}))["amr"] == [
+        "pwd", "rcv", "mfa"]
 
     assert 'id="recovery-low"' not in account_page(agent, "recovery-codes").text
     factor = provider.op.factors.get("recovery-code")
     from oidc_provider.extensions import db
     from oidc_provider.models import User
 
-    with provider.app.app_context():  # use six more, as sign-ins would
+    with provider.app.app_context():  # use six more, as sign-ins would: each the next one
         for typed in new[1:7]:
             assert factor.verify(db.session.get(User, person["sub"]), {"code": typed}, {}).ok
     status = account_page(agent, "recovery-codes")
     assert 'data-remaining="3"' in status.text and 'id="recovery-low"' in status.text
+
+
+def test_the_recovery_code_step_names_the_code_in_german_too(provider, person):
+    agent = UserAgent(provider)
+    agent.sign_in(person["username"], client_id="web")
+    generate_codes(agent)
+    browser = UserAgent(provider)
+    choice = browser.login(browser.authorize(client_id="web", acr_values="mfa", ui_locales="de"), person["username"])
+    page = post(browser, choice, "start", {"factor": "recovery-code"})
+    assert 'lang="de"' in page.text and "Geben Sie den Wiederherstellungscode Nr. 1 aus" in page.text
 
 
 def test_removed_recovery_codes_no_longer_work(provider, person):

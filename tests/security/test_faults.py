@@ -34,7 +34,7 @@ import yaml
 
 from oidc_provider.extensions import db
 from oidc_provider.models import AuditEvent, Authenticator, RefreshToken, User
-from tests.conftest import (REDIRECT, UserAgent, _free_port, callback_params, pkce_pair, post,
+from tests.conftest import (REDIRECT, UserAgent, _free_port, asked_recovery_code, callback_params, pkce_pair, post,
                             require_service, token_request)
 from tests.dpop_proofs import DPoPKey
 from tests.multiworker import PrivateRedis, race, wait_for, worker_pids
@@ -257,7 +257,7 @@ def test_a_redis_restart_mid_login_asks_to_start_again_and_loses_no_durable_data
     browser = UserAgent(op)
     choice = browser.login(browser.authorize(client_id="web", acr_values="mfa"), person["username"])
     page = post(browser, choice, "start", {"factor": "recovery-code"})
-    code = callback_params(browser.submit(page, {"code": codes[0]}))["code"]
+    code = callback_params(browser.submit(page, {"code": asked_recovery_code(page, codes)}))["code"]
     tokens = token_request(op, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
     assert tokens.status_code == 200, tokens.text
 

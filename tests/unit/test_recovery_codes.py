@@ -1,5 +1,6 @@
-"""Recovery codes: their format and entropy; stored hashed, single use (also under
-concurrency), a new set ending the old one, every use audited; against the real databases."""
+"""Recovery codes: their format and entropy; stored hashed and numbered, single use (also under
+concurrency), only the next one accepted, a new set ending the old one, every use audited;
+against the real databases (the migration that numbered the codes already saved too)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import uuid
 import pytest
 
 from oidc_provider.authn.factors import recovery_codes
-from tests.conftest import BACKENDS, start_provider
+from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, _postgres_database, require_service, start_provider
 
 SHOWN = re.compile(r"[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}")
 
@@ -96,6 +97,7 @@ def test_a_set_is_ten_codes_stored_only_as_keyed_hashes(app):
         rows = db.session.execute(db.select(Authenticator).filter_by(user_id=user_id)).scalars().all()
         stored = " ".join(f"{row.secret} {row.lookup} {row.data} {row.name}" for row in rows)
         assert len(rows) == 10 and all(row.kind == "recovery-code" and row.confirmed for row in rows)
+        assert sorted(row.number for row in rows) == list(range(1, 11))
         for code in codes:
             plain = recovery_codes.normalize(code)
             assert plain not in stored and code not in stored
@@ -106,11 +108,34 @@ def test_a_set_is_ten_codes_stored_only_as_keyed_hashes(app):
 def test_a_code_works_once(app):
     user_id = new_user(app)
     codes = generate(app, user_id)
-    assert use(app, user_id, codes[3].upper().replace("-", " ")).ok
-    again = use(app, user_id, codes[3])
+    assert use(app, user_id, codes[0].upper().replace("-", " ")).ok
+    again = use(app, user_id, codes[0])
     assert not again.ok and again.reason == "unknown or used recovery code"
     assert remaining(app, user_id) == 9
-    assert use(app, user_id, codes[4]).ok and remaining(app, user_id) == 8
+    assert use(app, user_id, codes[1]).ok and remaining(app, user_id) == 8
+
+
+def next_number(app, user_id):
+    with app.app_context():
+        return factor_of(app).next_number(load(user_id))
+
+
+def test_only_the_next_code_works_and_one_added_comes_last(app):
+    user_id = new_user(app)
+    codes = generate(app, user_id)  # numbered 1..10 in this order
+    assert next_number(app, user_id) == 1
+    refused = use(app, user_id, codes[3])
+    assert not refused.ok and refused.reason == "an unused recovery code, but not the next one"
+    assert remaining(app, user_id) == 10 and next_number(app, user_id) == 1
+    assert use(app, user_id, codes[0]).ok and next_number(app, user_id) == 2
+    with app.app_context():
+        number, added = factor_of(app).add_one(load(user_id))
+    assert number == 11 and SHOWN.fullmatch(added)
+    assert not use(app, user_id, added).ok
+    for code in codes[1:]:
+        assert use(app, user_id, code).ok
+    assert next_number(app, user_id) == 11 and use(app, user_id, added).ok
+    assert next_number(app, user_id) is None and remaining(app, user_id) == 0
 
 
 def test_wrong_codes_and_other_peoples_codes_do_not_work(app):
@@ -175,3 +200,49 @@ def test_without_codes_the_factor_is_not_offered(app):
         assert factor_of(app).remove(load(user_id)) == 10
         assert not factor_of(app).available_for(load(user_id))
     assert not use(app, user_id, codes[0]).ok
+
+
+# -- migration 0008: the codes saved before numbering ------------------------------------------
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_codes_saved_before_numbering_are_numbered_in_the_order_they_were_made(tmp_path, database):
+    from sqlalchemy import text
+
+    from oidc_provider import create_app
+    from oidc_provider.cli import create_user, upgrade_database
+    from oidc_provider.extensions import db
+    from oidc_provider.oauth.keys import KeyFolder
+
+    drop = None
+    if database == "postgres":
+        require_service("PostgreSQL", lambda: __import__("psycopg").connect(POSTGRES_ADMIN_URL, connect_timeout=3).close())
+        url, drop = _postgres_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    KeyFolder(tmp_path / "keys").generate(("RS256", "ES256"))
+    (tmp_path / "clients.yaml").write_text("clients: []\n")
+    app = create_app(None, {"database_url": url, "keys_dir": str(tmp_path / "keys"),
+                            "clients_file": str(tmp_path / "clients.yaml")}, base_dir=tmp_path)
+    try:
+        upgrade_database(app, "0007")
+        with app.app_context():
+            ada, bob = (create_user(f"{name}-{uuid.uuid4().hex[:8]}", "a long enough password").id
+                        for name in ("ada", "bob"))
+            saved = [(ada, "recovery-code", "a1", 100.0), (ada, "recovery-code", "a2", 100.0),  # one set:
+                     (ada, "totp", "app", 150.0), (ada, "recovery-code", "a3", 100.0),  # one created_at
+                     (bob, "recovery-code", "b1", 120.0), (ada, "recovery-code", "a4", 300.0),  # an added one
+                     (bob, "recovery-code", "b2", 120.0)]
+            for user_id, kind, lookup, created_at in saved:
+                db.session.execute(text(
+                    "INSERT INTO authenticators (user_id, kind, name, data, lookup, confirmed, created_at) "
+                    "VALUES (:user_id, :kind, '', '{}', :lookup, true, :created_at)"),
+                    {"user_id": user_id, "kind": kind, "lookup": lookup, "created_at": created_at})
+            db.session.commit()
+        upgrade_database(app)
+        with app.app_context():
+            numbers = dict(db.session.execute(text("SELECT lookup, number FROM authenticators")).all())
+            assert numbers == {"a1": 1, "a2": 2, "a3": 3, "a4": 4, "b1": 1, "b2": 2, "app": None}
+            db.engine.dispose()
+    finally:
+        if drop:
+            drop()

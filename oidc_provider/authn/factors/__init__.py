@@ -44,6 +44,9 @@ class Factor(Protocol):
     def verify(self, user, response: dict[str, Any], context: dict[str, Any]) -> Verification:
         """Check the user's answer. Implementations count the attempt before comparing."""
 
+    # Optional, for a code the user already has (nothing is sent, so the page offers no resend):
+    # def prompt(self, user) -> str: the code page's lead text.
+
 
 class FactorRegistry:
     """The enabled factors by id, built once from settings."""

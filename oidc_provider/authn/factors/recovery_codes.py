@@ -1,14 +1,16 @@
 """Recovery codes: single-use codes the user saved, for when their other factors are lost.
 
 A set is `recovery_codes` codes (10 by default) of 12 characters from Crockford's
-base32 alphabet: 60 bits each, shown as xxxx-xxxx-xxxx exactly once, when generated.
-Each code is one Authenticator row holding only a keyed hash (HMAC-SHA256 with a key
-derived from the master secret, over the user id and the code); with 60 random bits
-a slow hash adds nothing, and the key means a database dump alone cannot test
-guesses. The database finds a code by that hash, so nothing secret is compared in
-Python. Using one deletes its row in one statement: of two requests with the same
-code exactly one deletes it. Generating a new set deletes the old one in the same
-transaction. A use is audited and the user is told by email.
+base32 alphabet: 60 bits each, shown as xxxx-xxxx-xxxx exactly once, when generated,
+numbered 1..N in the order shown. Each code is one Authenticator row holding only a keyed
+hash (HMAC-SHA256 with a key derived from the master secret, over the user id and the
+code) and its number; with 60 random bits a slow hash adds nothing, and the key means a
+database dump alone cannot test guesses. A sign-in asks for one code: the next unused one,
+the lowest number left (NIST SP 800-63B-3 5.1.2.2); any other code, even an unused one of
+the set, is refused as a wrong one. The database finds the code by its hash and number, so
+nothing secret is compared in Python. Using one deletes its row in one statement: of two
+requests with the same code exactly one deletes it. Generating a new set deletes the old
+one in the same transaction. A use is audited and the user is told by email.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import logging
 import re
 import secrets
 import time
+
+from sqlalchemy.orm import aliased
 
 from ...i18n import gettext, lazy_gettext as _l, ngettext
 from ...delivery import DeliveryError
@@ -67,7 +71,6 @@ class RecoveryCodeFactor:
     first_factor = False
     inputmode = "text"  # codes have letters: a full keyboard on phones
     label = _l("Use a recovery code")
-    prompt = _l("Enter one of the recovery codes you saved. Each code works only once.")
     # letters, digits, spaces and dashes; "\-" so it is valid under the pattern attribute's v flag
     pattern = r"[A-Za-z0-9 \-]*"
 
@@ -84,19 +87,31 @@ class RecoveryCodeFactor:
     def begin(self, user, context) -> dict:
         return {}  # nothing is sent: the user has the codes
 
+    def prompt(self, user) -> str:
+        """The code page's lead text: which code to enter."""
+        number = self.next_number(user) if user is not None else None
+        if number is None:
+            return gettext("Enter one of the recovery codes you saved. Each code works only once.")
+        return gettext("Enter recovery code number %(number)d from the set you saved. Each code works only once.",
+                       number=number)
+
     def verify(self, user, response, context) -> Verification:
         if user is None or user.disabled:
             return Verification(False, "no account")
         code = normalize(str(response.get(self.response_field) or ""))
         if code is None:
             return Verification(False, "not a recovery code")
+        lookup = self._lookup(user.id, code)
+        # only the next code: its number is the lowest left, read in the same statement
+        lowest = aliased(Authenticator)
+        next_number = db.select(db.func.min(lowest.number)).where(*self._unused(user, lowest)).scalar_subquery()
         used = db.session.execute(db.delete(Authenticator).where(
-            Authenticator.user_id == user.id, Authenticator.kind == self.id, Authenticator.confirmed.is_(True),
-            Authenticator.lookup == self._lookup(user.id, code),
+            *self._unused(user), Authenticator.lookup == lookup, Authenticator.number == next_number,
         )).rowcount
         db.session.commit()
         if used != 1:
-            return Verification(False, "unknown or used recovery code")
+            return Verification(False, "an unused recovery code, but not the next one" if self._is_unused(user, lookup)
+                                else "unknown or used recovery code")
         left = self.remaining(user)
         record_audit("recovery_code.used", user_id=user.id, ip=context.get("ip"), remaining=left)
         self._tell(user, left)
@@ -106,22 +121,28 @@ class RecoveryCodeFactor:
 
     def remaining(self, user) -> int:
         return db.session.execute(db.select(db.func.count()).select_from(Authenticator).where(
-            Authenticator.user_id == user.id, Authenticator.kind == self.id, Authenticator.confirmed.is_(True),
-        )).scalar_one()
+            *self._unused(user))).scalar_one()
+
+    def next_number(self, user) -> int | None:
+        """The number of the code a sign-in asks for (the lowest left), None when none is left."""
+        return db.session.execute(db.select(db.func.min(Authenticator.number)).where(
+            *self._unused(user))).scalar_one()
 
     def is_low(self, left: int) -> bool:
         return left <= self.settings.recovery_codes_low
 
     def generate(self, user, confirmed: bool = True) -> list[str]:
-        """A new set replacing the old one (same transaction); the codes as shown, never again.
-        An unconfirmed set (the MFA API's first enrollment) works only once `confirm_pending`."""
+        """A new set replacing the old one (same transaction); the codes as shown, never again,
+        in the order of their numbers (the first is number 1). An unconfirmed set (the MFA
+        API's first enrollment) works only once `confirm_pending`."""
         codes = [new_code() for _ in range(self.settings.recovery_codes)]
         now = time.time()
         db.session.execute(db.delete(Authenticator).where(
             Authenticator.user_id == user.id, Authenticator.kind == self.id))
         db.session.add_all(Authenticator(user_id=user.id, kind=self.id, name="Recovery code", secret=None, data={},
-                                         lookup=self._lookup(user.id, code), confirmed=confirmed, created_at=now)
-                           for code in codes)
+                                         lookup=self._lookup(user.id, code), confirmed=confirmed, created_at=now,
+                                         number=number)
+                           for number, code in enumerate(codes, start=1))
         db.session.commit()
         return [shown(code) for code in codes]
 
@@ -133,13 +154,19 @@ class RecoveryCodeFactor:
         db.session.commit()
         return confirmed
 
-    def add_one(self, user) -> str:
-        """One new code beside the others, shown once: the MFA API hands one back for each used."""
+    def add_one(self, user) -> tuple[int, str]:
+        """One new code after the others (the number after the highest), shown once with its
+        number: the MFA API hands one back for each used."""
         code = new_code()
-        db.session.add(Authenticator(user_id=user.id, kind=self.id, name="Recovery code", secret=None, data={},
-                                     lookup=self._lookup(user.id, code), confirmed=True, created_at=time.time()))
+        mine = aliased(Authenticator)
+        after_last = db.select(db.func.coalesce(db.func.max(mine.number), 0) + 1).where(
+            mine.user_id == user.id, mine.kind == self.id).scalar_subquery()
+        added = Authenticator(user_id=user.id, kind=self.id, name="Recovery code", secret=None, data={},
+                              lookup=self._lookup(user.id, code), confirmed=True, created_at=time.time(),
+                              number=after_last)
+        db.session.add(added)
         db.session.commit()
-        return shown(code)
+        return added.number, shown(code)
 
     def remove(self, user) -> int:
         removed = db.session.execute(db.delete(Authenticator).where(
@@ -148,6 +175,14 @@ class RecoveryCodeFactor:
         return removed
 
     # -- internals -------------------------------------------------------------------------
+
+    def _unused(self, user, rows=Authenticator) -> tuple:
+        """Where the user's codes that work now are (`rows`: the table or an alias of it)."""
+        return rows.user_id == user.id, rows.kind == self.id, rows.confirmed.is_(True)
+
+    def _is_unused(self, user, lookup: str) -> bool:
+        return db.session.execute(db.select(Authenticator.id).where(
+            *self._unused(user), Authenticator.lookup == lookup)).first() is not None
 
     def _lookup(self, user_id: str, code: str) -> str:
         return hmac.new(self._key, f"{user_id}:{code}".encode(), hashlib.sha256).hexdigest()

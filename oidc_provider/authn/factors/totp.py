@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import func
 
-from ...i18n import lazy_gettext as _l
+from ...i18n import gettext, lazy_gettext as _l
 from ...extensions import db
 from ...models import Authenticator, confirmed_authenticators, record_audit
 from .. import totp_codes
@@ -39,7 +39,6 @@ class TotpFactor:
     usernameless = False
     first_factor = False  # a code alone does not say whose account it is
     label = _l("Use your authenticator app")
-    prompt = _l("Open your authenticator app and enter the code it shows for this account.")
     pattern = "[0-9 ]*"
 
     def __init__(self, op):
@@ -55,6 +54,9 @@ class TotpFactor:
 
     def begin(self, user, context) -> dict:
         return {}  # nothing is sent: the app already shows the code
+
+    def prompt(self, user) -> str:
+        return gettext("Open your authenticator app and enter the code it shows for this account.")
 
     def verify(self, user, response, context) -> Verification:
         if user is None or user.disabled:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..background import BackgroundQueue
-from ..observability import DELIVERIES
+from ..observability import DELIVERIES, request_id as current_request_id
 
 if TYPE_CHECKING:
     from .email import RenderedEmail
@@ -59,6 +59,7 @@ class Message:
     email: RenderedEmail | None = None
     attempts: int = 0
     queued_at: float = field(default_factory=time.time)  # when it was asked for: the dev outbox's order
+    request_id: str | None = field(default_factory=current_request_id)  # the asking request's, for the logs
 
     @property
     def subject(self) -> str | None:
@@ -142,10 +143,12 @@ class Delivery:
         from ..models import keep_in_outbox
 
         transport = self.transport(message.channel)
+        traced = {"request_id": message.request_id}
         if self.keep_copies and not message.attempts:
             keep_in_outbox(message.channel, message.to, message.subject, message.body, message.queued_at)
         if transport is None:
-            log.info("%s kept in the dev outbox only: no %s transport is configured", message, message.channel)
+            log.info("%s kept in the dev outbox only: no %s transport is configured", message, message.channel,
+                     extra=traced)
             return None
         message.attempts += 1
         try:
@@ -156,13 +159,13 @@ class Delivery:
             DELIVERIES.labels(message.channel, outcome).inc()
             log.warning("%s via %s failed (try %d of %d%s): %s", message, transport.name, message.attempts,
                         self.settings.attempts, ", tried again" if retry else "", exc,
-                        extra={"delivery": {"channel": message.channel, "to": mask(message.to),
-                                            "transport": transport.name, "attempt": message.attempts,
-                                            "outcome": outcome, "error": str(exc)}})
+                        extra={**traced, "delivery": {
+                            "channel": message.channel, "to": mask(message.to), "transport": transport.name,
+                            "attempt": message.attempts, "outcome": outcome, "error": str(exc)}})
             return self.settings.backoff * 2 ** (message.attempts - 1) if retry else None
         DELIVERIES.labels(message.channel, "sent").inc()
         kept = " (and kept in the dev outbox)" if self.keep_copies else ""
-        log.info("%s sent via %s%s", message, transport.name, kept)
+        log.info("%s sent via %s%s", message, transport.name, kept, extra=traced)
         return None
 
     @staticmethod

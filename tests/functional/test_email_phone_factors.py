@@ -247,12 +247,16 @@ def test_a_gateway_down_for_good_leaves_a_clear_page_and_a_logged_counted_failur
     failed = {"channel": "sms", "outcome": "failed"}
     before = REGISTRY.get_sample_value("oidc_deliveries_total", failed) or 0
     gateway.status = 500
+    agent.http.headers["X-Request-ID"] = request_id = f"code-request-{uuid.uuid4().hex}"
     page = start(agent, "sms", person["username"])
+    del agent.http.headers["X-Request-ID"]
     assert page.status_code == 200 and "we sent it a code" in page.text and "Send a new code" in page.text
     assert len(texts_to(gateway, person["phone"])) == provider.op.settings.delivery.attempts
     assert REGISTRY.get_sample_value("oidc_deliveries_total", failed) == before + 1
-    [logged] = [r.delivery for r in caplog.records if getattr(r, "delivery", {}).get("outcome") == "failed"]
-    assert logged["channel"] == "sms" and logged["error"] == "HTTP 500" and person["phone"] not in str(logged)
+    [logged] = [r for r in caplog.records if getattr(r, "delivery", {}).get("outcome") == "failed"]
+    assert logged.delivery["channel"] == "sms" and logged.delivery["error"] == "HTTP 500"
+    assert person["phone"] not in logged.getMessage() + str(logged.delivery)
+    assert logged.request_id == request_id  # the request that asked for the code
 
     gateway.status = 200  # the gateway is back: a new code reaches the person (the cool-down has passed)
     resent = post(agent, page, "resend")

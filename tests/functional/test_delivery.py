@@ -507,6 +507,10 @@ def test_delivery_settings_are_validated_and_secrets_come_from_the_environment(m
         load_settings(None, {"email": {"host": "smtp.example", "security": "ssl"}})
     with pytest.raises(ConfigError, match="clear"):  # no password over an unencrypted connection
         load_settings(None, {"email": {"host": "smtp.example", "security": "none", "username": "u"}})
+    with pytest.raises(ConfigError, match="delivery.attempts"):
+        load_settings(None, {"delivery": {"attempts": 0}})  # at least one try
+    with pytest.raises(ConfigError, match="delivery.retries"):
+        load_settings(None, {"delivery": {"retries": 3}})  # unknown keys are refused
     with pytest.raises(ConfigError, match="email.ca_file"):
         Delivery(load_settings(None, {"email": {"host": "smtp.example", "ca_file": "missing.pem"}}), tmp_path)
 

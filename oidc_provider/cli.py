@@ -51,7 +51,7 @@ def _finish(queue, settings, timeout: float, unfinished: str) -> None:
 def _send_messages(app) -> None:
     op = app.extensions["op"]
     timeout = max(op.settings.email.timeout, op.settings.sms.timeout, op.settings.voice.timeout)
-    _finish(op.delivery.queue, op.settings.delivery, timeout, "some messages could not be sent; see the log")
+    _finish(op.delivery.queue, op.settings.delivery, timeout, "some messages are still unsent; see the log")
 
 
 @click.group()
@@ -440,6 +440,7 @@ def sessions():
 
 
 def _deliver_logouts(app) -> None:
+    """Wait for the logout tokens this command queued."""
     from .oauth.backchannel import outbox
 
     settings = app.extensions["op"].settings.backchannel_logout

@@ -153,7 +153,7 @@ def delivery_for(provider, **settings) -> Delivery:
 def outbox_rows(provider, to: str) -> list[OutboxMessage]:
     delivered()
     with provider.app.app_context():
-        query = db.select(OutboxMessage).filter_by(to=to).order_by(OutboxMessage.id)
+        query = db.select(OutboxMessage).filter_by(to=to).order_by(OutboxMessage.at, OutboxMessage.id)
         return list(db.session.execute(query).scalars())
 
 

@@ -123,6 +123,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     store = create_store(settings, engine)
     keyring = KeyRing(keys_dir)
     delivery = Delivery(settings, base_dir)
+    delivery.init_app(app)  # messages leave from background threads, after the answer
     op = Provider(
         settings=settings,
         base_dir=base_dir,

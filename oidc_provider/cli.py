@@ -29,12 +29,29 @@ def _settings():
 
 
 def _app():
+    """The app of a command; messages the command queued (notices) are sent before it exits."""
     from .oauth.keys import KeysNotReady
 
     try:
-        return create_app(_config_path())
+        app = create_app(_config_path())
     except (ConfigError, KeysNotReady) as exc:
         raise click.ClickException(str(exc)) from None
+    command = click.get_current_context(silent=True)
+    if command is not None:
+        command.call_on_close(lambda: _send_messages(app))
+    return app
+
+
+def _finish(queue, settings, timeout: float, unfinished: str) -> None:
+    """Wait for the background work a command queued: its tries, timeouts and backoff are bounded."""
+    if not queue.drain(settings.attempts * timeout + settings.backoff * 2 ** settings.attempts + 5):
+        click.echo(unfinished, err=True)
+
+
+def _send_messages(app) -> None:
+    op = app.extensions["op"]
+    timeout = max(op.settings.email.timeout, op.settings.sms.timeout, op.settings.voice.timeout)
+    _finish(op.delivery.queue, op.settings.delivery, timeout, "some messages are still unsent; see the log")
 
 
 @click.group()
@@ -423,13 +440,11 @@ def sessions():
 
 
 def _deliver_logouts(app) -> None:
-    """Wait for the logout tokens this command queued (tries, timeouts and backoff are bounded)."""
+    """Wait for the logout tokens this command queued."""
     from .oauth.backchannel import outbox
 
     settings = app.extensions["op"].settings.backchannel_logout
-    bound = settings.attempts * settings.timeout + settings.backoff * 2 ** settings.attempts + 5
-    if not outbox(app).drain(bound):
-        click.echo("some logout tokens are still undelivered; see the audit log", err=True)
+    _finish(outbox(app), settings, settings.timeout, "some logout tokens are still undelivered; see the audit log")
 
 
 @sessions.command("end")

@@ -44,6 +44,10 @@ STEP_UP = Counter(
 POLICY_DECISIONS = Counter(
     "oidc_policy_decisions", "Policy decisions, by action and what decided (a rule, or the policy)",
     ["action", "reason"])
+DELIVERIES = Counter(
+    "oidc_deliveries", "Tries to send an email, text message or call, by channel and outcome: sent; retry (this "
+    "try failed, another follows after a backoff); failed (the last try failed: the message is lost)",
+    ["channel", "outcome"])
 LOCKOUTS = Counter("oidc_lockouts", "Accounts locked after too many failures, by the last factor", ["factor"])
 
 # An incoming X-Request-ID is kept when it looks like an id (a proxy's or the client's), else replaced.

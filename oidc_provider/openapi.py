@@ -142,7 +142,8 @@ def document(settings) -> dict:
                 "429": error_answer("Too many messages (per address, user or IP) or too soon after the last one.",
                                     ["rate_limited", "resend_too_soon"]),
                 "500": server_error,
-                "503": error_answer("The mail server or SMS gateway did not take the message; try again.",
+                "503": error_answer("No mail server or SMS gateway is configured. (Messages are sent after the "
+                                    "answer: a failing server shows in the provider's log, not here.)",
                                     ["delivery_failed"]),
             },
         }

@@ -175,7 +175,8 @@ def document(settings) -> dict:
                 "429": error_answer("Too many codes (per address, user or IP) or too soon after the last one.",
                                     ["rate_limited", "resend_too_soon"]),
                 "500": server_error,
-                "503": error_answer("The mail server or gateway did not take the message.", ["delivery_failed"]),
+                "503": error_answer("No mail server or gateway is configured for the channel (messages are sent "
+                                    "after the answer).", ["delivery_failed"]),
             },
         }},
         "/mfa/challenge": {"post": {
@@ -197,7 +198,8 @@ def document(settings) -> dict:
                 "429": error_answer("Too many codes or push requests, or too soon after the last one.",
                                     ["rate_limited", "resend_too_soon", "push_rate_limited"]),
                 "500": server_error,
-                "503": error_answer("The message or push notification could not be delivered.", ["delivery_failed"]),
+                "503": error_answer("No mail server or gateway is configured for the channel, or no push device "
+                                    "could be notified.", ["delivery_failed"]),
             },
         }},
         "/mfa/openapi.json": {"get": {

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-DEFAULT_THREADS = 4  # per worker: requests waiting on SMTP or a gateway do not hold the others
+DEFAULT_THREADS = 4  # per worker: requests waiting on the database, Redis or an upstream do not hold the others
 
 
 def app_factory():

@@ -195,7 +195,9 @@ def start_provider(tmp_path: Path, backend: str, extra_settings=None):
     cleanups = []
     overrides = {"dev_mode": True, "keys_dir": str(tmp_path / "keys"), "clients_file": str(tmp_path / "clients.yaml"),
                  "resources": {"https://api.example.com": {"access_token_lifetime": 120},
-                               "https://billing.example.com": {}}}
+                               "https://billing.example.com": {}},
+                 # one sending thread: messages reach the test servers in the order they were asked for
+                 "delivery": {"workers": 1}}
     if database == "postgres":
         require_service("PostgreSQL", lambda: __import__("psycopg").connect(POSTGRES_ADMIN_URL, connect_timeout=3).close())
         url, drop = _postgres_database()

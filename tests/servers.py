@@ -1,6 +1,10 @@
 """Real servers on 127.0.0.1 for the tests: an SMTP server (aiosmtpd) that keeps what
 arrives, an HTTP server standing in for the SMS/voice gateways, and `serving` /
-`serving_app` to run any HTTP server or WSGI app on a thread for a test."""
+`serving_app` to run any HTTP server or WSGI app on a thread for a test.
+
+A provider sends messages from background threads after it has answered, so what the
+servers received is read only once the providers of this process have sent what they
+queued (`delivered`); one in another process (`serve`) is waited for by count (`at_least`)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# -- waiting for what was sent -----------------------------------------------------------
+
+def delivered(timeout: float = 30) -> None:
+    """Wait until the providers running in this process have sent every message they queued
+    (or given up on it after their retries)."""
+    from oidc_provider.background import drain_all
+
+    assert drain_all(timeout, "delivery"), f"messages still queued after {timeout}s"
+
+
+def arrived(found, at_least: int, what: str, timeout: float = 15) -> list:
+    """`found()` once every queued message is sent and it lists at least `at_least` items."""
+    delivered()
+    deadline = time.monotonic() + timeout
+    while len(items := found()) < at_least:
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.05)
+    return items
+
+
 # -- a real SMTP server -----------------------------------------------------------------
 
 @dataclass
@@ -41,7 +65,7 @@ class Mailbox:
     """aiosmtpd handler that keeps what arrives; refuses recipients at refused.example."""
 
     def __init__(self):
-        self.messages: list[Received] = []
+        self._messages: list[Received] = []
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.endswith("@refused.example"):
@@ -52,14 +76,16 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):
         message = message_from_bytes(envelope.content, policy=policy.default)
         tls = server.transport.get_extra_info("ssl_object") is not None  # STARTTLS or implicit
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls,
-                                      session.auth_data))
+        self._messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, tls,
+                                       session.auth_data))
         return "250 OK"
 
-    def to(self, address: str) -> list[Received]:
-        return [received for received in self.messages if address in received.rcpt_tos]
+    def all(self) -> list[Received]:  # a method: aiosmtpd reads every attribute of its handler
+        return arrived(lambda: list(self._messages), 0, "email")
 
-
+    def to(self, address: str, at_least: int = 0) -> list[Received]:
+        return arrived(lambda: [got for got in self._messages if address in got.rcpt_tos], at_least,
+                       f"email to {address}")
 
 
 @dataclass
@@ -93,9 +119,13 @@ class HttpRequest:
 class GatewayHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.received.append(HttpRequest(self.path, self.headers, body))
+        self.server._received.append(HttpRequest(self.path, self.headers, body))
+        if self.server.failures:  # a gateway having a bad moment: the next `failures` requests fail
+            self.server.failures -= 1
+            status = 503
+        else:
+            status = self.server.status
         time.sleep(self.server.delay)
-        status = self.server.status
         answer = json.dumps({"sid": "SM0001"} if status < 300 else
                             {"code": 21211, "message": "The 'To' number is not a valid phone number."}).encode()
         self.send_response(status)
@@ -109,20 +139,32 @@ class GatewayHandler(BaseHTTPRequestHandler):
 
 
 class Gateway(ThreadingHTTPServer):
-    """Stands in for a webhook receiver and for Twilio: records requests, answers `status`."""
+    """Stands in for a webhook receiver and for Twilio: records requests, answers `status`
+    (503 to the next `failures` requests) after `delay` seconds."""
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), GatewayHandler)
-        self.received: list[HttpRequest] = []
-        self.status, self.delay = 200, 0.0
+        self._received: list[HttpRequest] = []
+        self.status, self.delay, self.failures = 200, 0.0, 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    @property
+    def received(self) -> list[HttpRequest]:
+        return arrived(lambda: list(self._received), 0, "request")
+
+    def texts(self, number: str, at_least: int = 0) -> list[str]:
+        """The text messages (not calls) that reached a number."""
+        return arrived(lambda: [r.json()["text"] for r in self._received
+                                if r.path.endswith("/sms") and r.json().get("to") == number],
+                       at_least, f"text to {number}")
+
     def reset(self) -> None:
-        self.received.clear()
-        self.status, self.delay = 200, 0.0
+        delivered()  # nothing of an earlier test arrives later
+        self._received.clear()
+        self.status, self.delay, self.failures = 200, 0.0, 0
 
 
 @contextmanager
@@ -155,15 +197,11 @@ def code_in(text: str) -> str:
     return re.search(r"\b(\d{6,10})\b", text).group(1)
 
 
-def email_code(smtp: SmtpServer, address: str, index: int = -1) -> str:
-    """The code in the latest (or index-th) email to an address."""
-    messages = smtp.mailbox.to(address)
-    assert messages, f"no email reached {address}"
-    return code_in(text_of(messages[index].message))
+def email_code(smtp: SmtpServer, address: str, index: int = -1, after: int = 0) -> str:
+    """The code in the latest (or index-th) email to an address, once more than `after` came."""
+    return code_in(text_of(smtp.mailbox.to(address, at_least=after + 1)[index].message))
 
 
-def sms_code(gateway: Gateway, number: str) -> str:
-    """The code in the latest text message the gateway got for a number."""
-    texts = [r.json()["text"] for r in gateway.received if r.path.endswith("/sms") and r.json().get("to") == number]
-    assert texts, f"no text reached {number}"
-    return code_in(texts[-1])
+def sms_code(gateway: Gateway, number: str, after: int = 0) -> str:
+    """The code in the latest text message to a number, once more than `after` came."""
+    return code_in(gateway.texts(number, at_least=after + 1)[-1])

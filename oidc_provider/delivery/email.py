@@ -97,10 +97,12 @@ class SmtpMailer:
                     smtp.login(settings.username, settings.password or "")
                 smtp.send_message(self.message(to, email), from_addr=self.sender, to_addrs=[to])
         except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {exc.smtp_code} {_reply(exc.smtp_error)}") from None
+            raise DeliveryError(f"SMTP {exc.smtp_code} {_reply(exc.smtp_error)}",
+                                permanent=exc.smtp_code >= 500) from None
         except smtplib.SMTPRecipientsRefused as exc:
             codes = ", ".join(f"{code} {_reply(reply)}" for code, reply in exc.recipients.values())
-            raise DeliveryError(f"recipient refused: {codes}") from None
+            raise DeliveryError(f"recipient refused: {codes}",
+                                permanent=all(code >= 500 for code, _ in exc.recipients.values())) from None
         except (smtplib.SMTPException, OSError) as exc:  # OSError: refused, timeout, ssl.SSLError
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
 

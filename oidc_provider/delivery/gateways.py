@@ -22,6 +22,12 @@ def post(url: str, timeout: float, **kwargs) -> requests.Response:
         raise DeliveryError(f"could not reach the gateway ({type(exc).__name__})") from None
 
 
+def refused(answer: requests.Response, detail: str = "") -> DeliveryError:
+    """A non-2xx answer; a 4xx other than 408 and 429 is the gateway refusing for good."""
+    status = answer.status_code
+    return DeliveryError(f"HTTP {status}{detail}", permanent=400 <= status < 500 and status not in (408, 429))
+
+
 class WebhookGateway:
     """POSTs {"channel", "to", "text"} as JSON to a URL of the operator's choosing."""
 
@@ -35,7 +41,7 @@ class WebhookGateway:
         answer = post(self.settings.url, self.settings.timeout, headers=headers,
                       json={"channel": channel, "to": to, "text": text})
         if not 200 <= answer.status_code < 300:
-            raise DeliveryError(f"HTTP {answer.status_code}")
+            raise refused(answer)
 
 
 class TwilioGateway:
@@ -59,7 +65,7 @@ class TwilioGateway:
                       auth=(settings.account_sid, settings.auth_token),
                       data={"To": to, "From": settings.from_number, **fields})
         if not 200 <= answer.status_code < 300:
-            raise DeliveryError(f"HTTP {answer.status_code}{_twilio_code(answer)}")
+            raise refused(answer, _twilio_code(answer))
 
 
 def _twilio_code(answer: requests.Response) -> str:

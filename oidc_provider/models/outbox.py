@@ -23,9 +23,9 @@ class OutboxMessage(db.Model):
     body: Mapped[str] = mapped_column(Text)  # an email's text part; the words of a text or call
 
 
-def keep_in_outbox(channel: str, to: str, subject: str | None, body: str) -> None:
+def keep_in_outbox(channel: str, to: str, subject: str | None, body: str, at: float) -> None:
     """Commits the session, as record_audit does, so the copy survives a later rollback."""
-    db.session.add(OutboxMessage(channel=channel, to=to, subject=subject, body=body))
+    db.session.add(OutboxMessage(at=at, channel=channel, to=to, subject=subject, body=body))
     db.session.commit()
 
 

@@ -8,25 +8,25 @@ browser, or when it expires. Expiry is silent in the store, so `sweep` (run ever
 `sweep_interval` seconds by the serving app, or by `oidc-provider sessions sweep` from cron)
 finds expired sessions through the index kept by authn/session.py.
 
-Delivery never holds up the user's logout: tokens go through a small in-process queue
-served by background threads, with a timeout per POST and bounded retries with backoff;
-each outcome is audited. The queue is in memory: a process that dies loses what it had
+Delivery never holds up the user's logout: tokens go through the in-process background
+queue (background.py), with a timeout per POST and bounded retries with backoff; each
+outcome is audited. The queue is in memory: a process that dies loses what it had
 not delivered yet (the audit log shows which logouts were never confirmed).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 import requests
 from flask import has_request_context, request
 
+from ..background import BackgroundQueue
 from ..extensions import db
 from ..models import RefreshToken, record_audit
 
@@ -125,101 +125,35 @@ class Delivery:
     attempt: int = 0
 
 
-class Outbox:
-    """Logout tokens waiting to be POSTed: a heap ordered by when each is due (retries wait their
-    backoff without holding a thread), served by daemon threads started on first use."""
-
-    def __init__(self, app, op):
-        self.app, self.op = app, op
-        self.settings = op.settings.backchannel_logout
-        self._due: list = []
-        self._order = itertools.count()
-        self._pending = 0
-        self._cond = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._stopped = False
-        self._stop_event = threading.Event()
-
-    def submit(self, job: Delivery, delay: float = 0) -> None:
-        with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), job))
-            self._pending += 1
-            if not self._threads:
-                for number in range(self.settings.workers):
-                    thread = threading.Thread(target=self._work, name=f"backchannel-logout-{number}", daemon=True)
-                    thread.start()
-                    self._threads.append(thread)
-            self._cond.notify()
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until nothing is queued or being sent (the CLI before it exits)."""
-        end = time.monotonic() + timeout
-        with self._cond:
-            while self._pending and time.monotonic() < end:
-                self._cond.wait(min(0.1, max(end - time.monotonic(), 0)))
-            return self._pending == 0
-
-    def stop(self) -> None:
-        """Let the threads end (what is still queued is dropped); also ends the sweeper."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        self._stop_event.set()
-
-    def wait_stopped(self, timeout: float) -> bool:
-        return self._stop_event.wait(timeout)
-
-    def _next(self) -> Delivery | None:
-        with self._cond:
-            while not self._stopped:
-                now = time.monotonic()
-                if self._due and self._due[0][0] <= now:
-                    return heapq.heappop(self._due)[2]
-                self._cond.wait(self._due[0][0] - now if self._due else None)
-            return None
-
-    def _work(self) -> None:
-        while (job := self._next()) is not None:
-            try:
-                with self.app.app_context():
-                    retry_in = self._deliver(job)
-            except Exception:  # noqa: BLE001 - a worker must survive anything one delivery does
-                log.exception("back-channel logout to %s failed unexpectedly", job.client_id)
-                retry_in = None
-            if retry_in is not None:  # queued again before it stops counting: drain() never misses it
-                self.submit(job, retry_in)
-            with self._cond:
-                self._pending -= 1
-                self._cond.notify_all()
-
-    def _deliver(self, job: Delivery) -> float | None:
-        """One POST (spec 2.5); returns the delay before a retry, or None when done."""
-        client = self.op.clients.get(job.client_id)
-        uri = client.config.backchannel_logout_uri if client else None
-        if not uri:
-            return None
-        job.attempt += 1
-        token = logout_token(self.op, client, job.sub, job.sid)  # a fresh jti for each attempt
-        try:
-            answer = requests.post(uri, data={"logout_token": token}, timeout=self.settings.timeout,
-                                   allow_redirects=False, headers={"Cache-Control": "no-store"})
-            outcome, retry = answer.status_code, answer.status_code >= 500 or answer.status_code == 429
-            delivered = 200 <= answer.status_code < 300
-        except requests.RequestException as exc:
-            outcome, retry, delivered = exc.__class__.__name__, True, False
-        if delivered:
-            record_audit("backchannel_logout.delivered", user_id=job.sub, client_id=job.client_id,
-                         sid=job.sid, reason=job.reason, attempts=job.attempt)
-            return None
-        if retry and job.attempt < self.settings.attempts:
-            log.info("back-channel logout to %s: %s, try %d failed", job.client_id, outcome, job.attempt)
-            return self.settings.backoff * 2 ** (job.attempt - 1)
-        record_audit("backchannel_logout.failed", user_id=job.sub, client_id=job.client_id, sid=job.sid,
-                     reason=job.reason, attempts=job.attempt, outcome=str(outcome))
+def _deliver(op, job: Delivery) -> float | None:
+    """One POST (spec 2.5); returns the delay before a retry, or None when done."""
+    settings = op.settings.backchannel_logout
+    client = op.clients.get(job.client_id)
+    uri = client.config.backchannel_logout_uri if client else None
+    if not uri:
         return None
+    job.attempt += 1
+    token = logout_token(op, client, job.sub, job.sid)  # a fresh jti for each attempt
+    try:
+        answer = requests.post(uri, data={"logout_token": token}, timeout=settings.timeout,
+                               allow_redirects=False, headers={"Cache-Control": "no-store"})
+        outcome, retry = answer.status_code, answer.status_code >= 500 or answer.status_code == 429
+        delivered = 200 <= answer.status_code < 300
+    except requests.RequestException as exc:
+        outcome, retry, delivered = exc.__class__.__name__, True, False
+    if delivered:
+        record_audit("backchannel_logout.delivered", user_id=job.sub, client_id=job.client_id,
+                     sid=job.sid, reason=job.reason, attempts=job.attempt)
+        return None
+    if retry and job.attempt < settings.attempts:
+        log.info("back-channel logout to %s: %s, try %d failed", job.client_id, outcome, job.attempt)
+        return settings.backoff * 2 ** (job.attempt - 1)
+    record_audit("backchannel_logout.failed", user_id=job.sub, client_id=job.client_id, sid=job.sid,
+                 reason=job.reason, attempts=job.attempt, outcome=str(outcome))
+    return None
 
 
-def outbox(app) -> Outbox:
+def outbox(app) -> BackgroundQueue:
     return app.extensions[EXTENSION]
 
 
@@ -228,7 +162,8 @@ def outbox(app) -> Outbox:
 def init_app(app, op) -> None:
     """Every ended session revokes its refresh tokens and, when enabled, notifies its clients;
     the serving app sweeps for expired sessions in a background thread."""
-    app.extensions[EXTENSION] = Outbox(app, op)
+    app.extensions[EXTENSION] = BackgroundQueue(app, "backchannel-logout", op.settings.backchannel_logout.workers,
+                                                partial(_deliver, op))
     op.sessions.end_hooks.append(_session_ended(app, op))
     interval = op.settings.backchannel_logout.sweep_interval
     if not op.settings.backchannel_logout.enabled or not interval:

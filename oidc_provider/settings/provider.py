@@ -164,6 +164,17 @@ class Gateway(Strict):
         return self
 
 
+class Delivery(Strict):
+    """How messages to people (codes, links, notices) go out: queued by the request, which answers
+    at once, and sent by background threads of each worker process (ASVS 5.0 6.3.8: a known
+    account's answer must not wait for the SMTP server or a gateway). Each try waits at most the
+    transport's own `timeout` (email:, sms:, voice:)."""
+
+    attempts: int = Field(3, ge=1, le=10)  # tries per message before its failure is logged and counted
+    backoff: float = Field(1, ge=0, le=60)  # seconds before the second try; doubles after each failure
+    workers: int = Field(4, ge=1, le=64)  # background threads per process sending messages
+
+
 class Otp(Strict):
     """One-time codes and links sent by email, SMS or voice (NIST SP 800-63B 5.1.3)."""
 
@@ -531,6 +542,7 @@ class Settings(Strict):
     email: Email = Email()  # how email reaches users; unset: dev outbox only
     sms: Gateway = Gateway()  # how text messages reach users; unset: dev outbox only
     voice: Gateway = Gateway()  # how voice calls reach users; unset: dev outbox only
+    delivery: Delivery = Delivery()  # tries, backoff and threads of the background sending queue
     otp: Otp = Otp()
     lockout: LockoutSettings = LockoutSettings()
     # Keys that encrypt reversible secrets (TOTP seeds...), derived from the master secret by id;

@@ -31,7 +31,7 @@ from oidc_provider.extensions import db
 from oidc_provider.models import OutboxMessage
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import start_provider
-from tests.servers import Mailbox, Received, SmtpServer, free_port  # noqa: F401
+from tests.servers import Mailbox, Received, SmtpServer, delivered, free_port  # noqa: F401
 
 SMTP_USER, SMTP_PASSWORD = "mailer", "smtp-secret-pw"
 HOOK_TOKEN, TWILIO_SID, TWILIO_TOKEN = "hook-token-xyz", "AC0123456789", "twilio-secret-xyz"
@@ -145,12 +145,15 @@ def prod_provider(tmp_path_factory, starttls_smtp, certificate, gateway_server):
 
 def delivery_for(provider, **settings) -> Delivery:
     """A Delivery with other settings, for failure cases; the rest of the provider is unchanged."""
-    return Delivery(load_settings(None, settings), provider.base_dir)
+    delivery = Delivery(load_settings(None, settings), provider.base_dir)
+    delivery.init_app(provider.app)
+    return delivery
 
 
 def outbox_rows(provider, to: str) -> list[OutboxMessage]:
+    delivered()
     with provider.app.app_context():
-        query = db.select(OutboxMessage).filter_by(to=to).order_by(OutboxMessage.id)
+        query = db.select(OutboxMessage).filter_by(to=to).order_by(OutboxMessage.at, OutboxMessage.id)
         return list(db.session.execute(query).scalars())
 
 
@@ -245,8 +248,9 @@ def test_implicit_tls(prod_provider, implicit_tls_smtp, certificate):
 
     del email["ca_file"]  # the system's CAs do not know the test certificate
     with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="(?i)certificate verify failed"):
-        delivery_for(prod_provider, dev_mode=False, email=email).send_email(
-            unique_email(), "magic_link", {"url": "https://op.example/m/abc", "minutes": 10})
+        untrusting = delivery_for(prod_provider, dev_mode=False, email=email)
+        untrusting.attempt(untrusting.email(unique_email(), "magic_link", {"url": "https://op.example/m/abc",
+                                                                           "minutes": 10}))
 
 
 def test_tls_certificate_is_always_verified(prod_provider, starttls_smtp):
@@ -254,34 +258,41 @@ def test_tls_certificate_is_always_verified(prod_provider, starttls_smtp):
     email = {"host": "127.0.0.1", "port": starttls_smtp.port, "security": "starttls", "timeout": 5,
              "username": SMTP_USER, "password": SMTP_PASSWORD}  # no ca_file: the system's CAs
     with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="(?i)certificate verify failed"):
-        delivery_for(prod_provider, dev_mode=False, email=email).send_email(
-            to, "verify_email", {"code": CODE, "minutes": 15})
+        untrusting = delivery_for(prod_provider, dev_mode=False, email=email)
+        untrusting.attempt(untrusting.email(to, "verify_email", {"code": CODE, "minutes": 15}))
     assert starttls_smtp.mailbox.to(to) == []
 
 
-def test_smtp_failures_raise_delivery_error_and_log(dev_provider, prod_provider, starttls_smtp, certificate,
-                                                    caplog):
+def failures_logged(caplog) -> list[dict]:
+    """The structured part of each failed try's log line."""
+    return [record.delivery for record in caplog.records if hasattr(record, "delivery")]
+
+
+def test_smtp_failures_are_logged_and_a_refused_recipient_is_not_tried_again(dev_provider, prod_provider,
+                                                                            starttls_smtp, certificate, caplog):
     caplog.set_level(logging.INFO, logger="oidc_provider.delivery")
     refused = f"nobody-{uuid.uuid4().hex[:6]}@refused.example"
-    with dev_provider.app.app_context(), pytest.raises(DeliveryError, match="550") as failure:
+    with dev_provider.app.app_context():
         dev_provider.op.delivery.send_email(refused, "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"})
-    assert CODE not in str(failure.value)
     [kept] = outbox_rows(dev_provider, refused)  # dev_mode keeps it even though sending failed
     assert CODE in kept.body
-    warnings = [r for r in caplog.records if r.name == "oidc_provider.delivery" and r.levelno == logging.WARNING]
-    assert warnings and "550" in warnings[-1].getMessage() and CODE not in warnings[-1].getMessage()
+    [failure] = failures_logged(caplog)  # a 5xx is final: one try
+    assert failure["outcome"] == "failed" and failure["attempt"] == 1 and "550" in failure["error"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "550" in warnings[-1] and CODE not in warnings[-1] and refused not in warnings[-1]
 
     email = {"host": "127.0.0.1", "port": starttls_smtp.port, "security": "starttls", "timeout": 5,
              "username": SMTP_USER, "password": "wrong-password", "ca_file": str(certificate[0])}
     with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="535") as failure:
-        delivery_for(prod_provider, dev_mode=False, email=email).send_email(
-            unique_email(), "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"})
-    assert "wrong-password" not in str(failure.value)
+        wrong = delivery_for(prod_provider, dev_mode=False, email=email)
+        wrong.attempt(wrong.email(unique_email(), "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"}))
+    assert "wrong-password" not in str(failure.value) and failure.value.permanent
 
     closed = {"host": "127.0.0.1", "port": free_port(), "security": "none", "timeout": 2}
-    with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="ConnectionRefused"):
-        delivery_for(prod_provider, dev_mode=False, email=closed).send_email(
-            unique_email(), "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"})
+    with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="ConnectionRefused") as failure:
+        nowhere = delivery_for(prod_provider, dev_mode=False, email=closed)
+        nowhere.attempt(nowhere.email(unique_email(), "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"}))
+    assert not failure.value.permanent  # the server may be back for the next try
 
 
 # -- text messages and calls ------------------------------------------------------------
@@ -332,31 +343,45 @@ def test_sms_through_twilio_and_voice_through_webhook(prod_provider, gateway):
     assert outbox_rows(prod_provider, to) == []
 
 
-def test_gateway_failures_raise_delivery_error(dev_provider, prod_provider, gateway, caplog):
+def test_gateway_failures_are_tried_again_logged_and_never_show_secrets(dev_provider, prod_provider, gateway,
+                                                                        caplog):
     caplog.set_level(logging.INFO, logger="oidc_provider.delivery")
     gateway.status = 500
     to = unique_phone()
-    with dev_provider.app.app_context(), pytest.raises(DeliveryError, match="HTTP 500") as failure:
+    with dev_provider.app.app_context():
         dev_provider.op.delivery.send_sms(to, f"{CODE} is your code")
-    assert CODE not in str(failure.value) and HOOK_TOKEN not in str(failure.value)
-    assert len(gateway.received) == 1  # it was tried, once
-    assert [row.body for row in outbox_rows(dev_provider, to)] == [f"{CODE} is your code"]
+    tries = dev_provider.op.settings.delivery.attempts
+    assert len(gateway.received) == tries  # a 5xx is tried again, up to delivery.attempts
+    assert [row.body for row in outbox_rows(dev_provider, to)] == [f"{CODE} is your code"]  # one copy
+    assert [(f["outcome"], f["attempt"]) for f in failures_logged(caplog)] == [
+        *[("retry", n) for n in range(1, tries)], ("failed", tries)]
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("via webhook failed: HTTP 500" in line for line in logged)
+    assert any("via webhook failed" in line and "HTTP 500" in line for line in logged)
+    assert not any(CODE in line or HOOK_TOKEN in line or to in line for line in logged)
 
+    gateway.reset()
+    caplog.clear()
     gateway.status = 400
-    with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="HTTP 400 .twilio error 21211."):
+    with prod_provider.app.app_context():
+        with pytest.raises(DeliveryError, match="HTTP 400 .twilio error 21211.") as failure:
+            prod_provider.op.delivery.attempt(prod_provider.op.delivery.text("sms", unique_phone(), "hello"))
+        assert failure.value.permanent
         prod_provider.op.delivery.send_sms(unique_phone(), "hello")
+    assert len(gateway.received) == 2  # the direct try, then one queued try: a 4xx is final
+    assert [f["outcome"] for f in failures_logged(caplog)] == ["failed"]
 
     gateway.status, gateway.delay = 200, 1.0
     slow = {"gateway": "webhook", "url": f"{gateway.url}/hook", "timeout": 0.2}
-    with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="no answer within 0.2s"):
-        delivery_for(prod_provider, dev_mode=False, voice=slow).send_voice(unique_phone(), "hello")
+    with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="no answer within 0.2s") as failure:
+        impatient = delivery_for(prod_provider, dev_mode=False, voice=slow)
+        impatient.attempt(impatient.text("voice", unique_phone(), "hello"))
+    assert not failure.value.permanent
 
     closed = {"gateway": "twilio", "url": f"http://127.0.0.1:{free_port()}", "account_sid": TWILIO_SID,
               "auth_token": TWILIO_TOKEN, "from_number": "+15550000", "timeout": 2}
     with prod_provider.app.app_context(), pytest.raises(DeliveryError, match="could not reach") as failure:
-        delivery_for(prod_provider, dev_mode=False, sms=closed).send_sms(unique_phone(), "hello")
+        nowhere = delivery_for(prod_provider, dev_mode=False, sms=closed)
+        nowhere.attempt(nowhere.text("sms", unique_phone(), "hello"))
     assert TWILIO_TOKEN not in str(failure.value)
 
 
@@ -384,6 +409,7 @@ def test_dev_outbox_command_and_page_show_newest_first(dev_provider, gateway):
         dev_provider.op.delivery.send_sms(to, "first message 111111")
         time.sleep(0.01)
         dev_provider.op.delivery.send_sms(to, "second message 222222")
+    delivered()
 
     base = dev_provider.base_dir
     config = base / "outbox-cli.yaml"
@@ -417,20 +443,21 @@ def test_dev_outbox_page_escapes_content(dev_provider, plain_smtp):
     to = unique_email()
     with dev_provider.app.app_context():
         dev_provider.op.delivery.send_email(to, "notice", {"subject": "<b>bold</b>", "text": "<script>x</script>"})
+    delivered()
     page = requests.get(f"{dev_provider.url}/dev/outbox", params={"to": to}, timeout=10).text
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>" not in page
 
 
 def test_dev_mode_without_transports_keeps_messages_only(dev_provider, gateway, plain_smtp):
     to_email, to_phone = unique_email(), unique_phone()
-    delivered = len(plain_smtp.mailbox.messages)
+    delivered = len(plain_smtp.mailbox.all())
     with dev_provider.app.app_context():
         nothing_configured = delivery_for(dev_provider, dev_mode=True)
         assert nothing_configured.available("email") and nothing_configured.available("voice")
         nothing_configured.send_email(to_email, "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"})
         nothing_configured.send_sms(to_phone, f"{CODE} by text")
         nothing_configured.send_voice(to_phone, f"{spell_digits(CODE)} by voice")
-    assert len(plain_smtp.mailbox.messages) == delivered and gateway.received == []
+    assert len(plain_smtp.mailbox.all()) == delivered and gateway.received == []
     assert [row.channel for row in outbox_rows(dev_provider, to_email)] == ["email"]
     assert [(row.channel, row.body) for row in outbox_rows(dev_provider, to_phone)] == [
         ("sms", f"{CODE} by text"), ("voice", "4 8 2 9 1 3 by voice")]
@@ -442,6 +469,7 @@ def test_production_keeps_nothing_and_needs_a_transport(prod_provider, gateway, 
         delivery.send_email(unique_email(), "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"})
         delivery.send_sms(unique_phone(), "hello")
         delivery.send_voice(unique_phone(), "hello")
+        delivered()
         assert db.session.execute(db.select(db.func.count()).select_from(OutboxMessage)).scalar() == 0
 
         unconfigured = delivery_for(prod_provider, dev_mode=False)
@@ -479,6 +507,10 @@ def test_delivery_settings_are_validated_and_secrets_come_from_the_environment(m
         load_settings(None, {"email": {"host": "smtp.example", "security": "ssl"}})
     with pytest.raises(ConfigError, match="clear"):  # no password over an unencrypted connection
         load_settings(None, {"email": {"host": "smtp.example", "security": "none", "username": "u"}})
+    with pytest.raises(ConfigError, match="delivery.attempts"):
+        load_settings(None, {"delivery": {"attempts": 0}})  # at least one try
+    with pytest.raises(ConfigError, match="delivery.retries"):
+        load_settings(None, {"delivery": {"retries": 3}})  # unknown keys are refused
     with pytest.raises(ConfigError, match="email.ca_file"):
         Delivery(load_settings(None, {"email": {"host": "smtp.example", "ca_file": "missing.pem"}}), tmp_path)
 

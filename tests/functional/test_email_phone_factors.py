@@ -10,6 +10,7 @@ import uuid
 
 import jwt
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import post, BACKENDS, UserAgent, callback_params, pkce_pair, start_provider, token_request
 from tests.servers import email_code, sms_code, text_of
@@ -232,14 +233,34 @@ def test_unverified_phone_is_not_a_factor(provider, gateway_server):
     assert page.status_code == 200 and texts_to(gateway_server, phone) == []
 
 
-def test_delivery_failure_is_explained_and_costs_nothing(provider, person, gateway, agent):
-    gateway.status = 500
-    failed = start(agent, "sms", person["username"])
-    assert failed.status_code == 503 and "could not send" in failed.text
-    gateway.status = 200
-    page = post(agent, failed, "start", {"login": person["username"], "factor": "sms"})  # at once: no cool-down
+def test_a_gateway_that_fails_once_still_delivers_the_code_after_a_retry(provider, person, gateway, agent):
+    gateway.failures = 1
+    page = start(agent, "sms", person["username"])
     assert page.status_code == 200 and "we sent it a code" in page.text
-    assert agent.submit(page, {"code": sms_code(gateway, person["phone"])}).status_code == 302
+    code = sms_code(gateway, person["phone"])
+    assert len(texts_to(gateway, person["phone"])) == 2  # the refused try, then the one that arrived
+    assert agent.submit(page, {"code": code}).status_code == 302
+
+
+def test_a_gateway_down_for_good_leaves_a_clear_page_and_a_logged_counted_failure(provider, person, gateway,
+                                                                                  agent, caplog):
+    failed = {"channel": "sms", "outcome": "failed"}
+    before = REGISTRY.get_sample_value("oidc_deliveries_total", failed) or 0
+    gateway.status = 500
+    agent.http.headers["X-Request-ID"] = request_id = f"code-request-{uuid.uuid4().hex}"
+    page = start(agent, "sms", person["username"])
+    del agent.http.headers["X-Request-ID"]
+    assert page.status_code == 200 and "we sent it a code" in page.text and "Send a new code" in page.text
+    assert len(texts_to(gateway, person["phone"])) == provider.op.settings.delivery.attempts
+    assert REGISTRY.get_sample_value("oidc_deliveries_total", failed) == before + 1
+    [logged] = [r for r in caplog.records if getattr(r, "delivery", {}).get("outcome") == "failed"]
+    assert logged.delivery["channel"] == "sms" and logged.delivery["error"] == "HTTP 500"
+    assert person["phone"] not in logged.getMessage() + str(logged.delivery)
+    assert logged.request_id == request_id  # the request that asked for the code
+
+    gateway.status = 200  # the gateway is back: a new code reaches the person (the cool-down has passed)
+    resent = post(agent, page, "resend")
+    assert agent.submit(resent, {"code": sms_code(gateway, person["phone"], after=3)}).status_code == 302
 
 
 def test_expired_code_is_refused(tmp_path, plain_smtp):

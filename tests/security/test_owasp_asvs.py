@@ -151,8 +151,6 @@ def test_sending_a_code_does_not_reveal_the_account(provider, factor):
 
 
 @clause("ASVS 5.0 6.3.8: the answer to a code request does not wait for delivery to known accounts only")
-@pytest.mark.xfail(strict=True, reason="delivery is synchronous: a known account's answer waits for the SMS "
-                                       "gateway (a queue would make both answers equally fast)")
 def test_sending_a_code_takes_the_same_time(provider, gateway):
     known = new_person(provider)
     gateway.delay = 0.6

@@ -3,6 +3,7 @@
 from flask.sessions import SecureCookieSessionInterface
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -14,6 +15,29 @@ class Base(DeclarativeBase):
 # instead of re-SELECTing every row it touches after each commit (sessions are per request).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 csrf = CSRFProtect()
+_AT_COMMIT = "op.at_commit"
+
+
+def write_at_commit(statement, params: dict) -> None:
+    """Run a write as part of the session's next commit, not now: a request's records (audit
+    rows, a lockout reset) share one transaction, and rows of one statement one INSERT. Nothing
+    is held open meanwhile: SQLite locks the whole file from a transaction's first write until
+    its commit, and the SQL store writes on connections of its own."""
+    db.session.info.setdefault(_AT_COMMIT, []).append((statement, params))
+
+
+@event.listens_for(db.session, "before_commit")
+def _write_queued(session) -> None:
+    by_statement: dict = {}  # in the order first queued
+    for statement, params in session.info.pop(_AT_COMMIT, ()):
+        by_statement.setdefault(statement, []).append(params)
+    for statement, rows in by_statement.items():
+        session.execute(statement, rows if len(rows) > 1 else rows[0])
+
+
+@event.listens_for(db.session, "after_soft_rollback")
+def _forget_queued(session, _previous) -> None:
+    session.info.pop(_AT_COMMIT, None)
 
 
 class CookieSessions(SecureCookieSessionInterface):

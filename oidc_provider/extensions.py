@@ -20,19 +20,26 @@ _AT_COMMIT = "op.at_commit"
 
 def write_at_commit(statement, params: dict) -> None:
     """Run a write as part of the session's next commit, not now: a request's records (audit
-    rows, a lockout reset) share one transaction, and rows of one statement one INSERT. Nothing
-    is held open meanwhile: SQLite locks the whole file from a transaction's first write until
-    its commit, and the SQL store writes on connections of its own."""
-    db.session.info.setdefault(_AT_COMMIT, []).append((statement, params))
+    rows, a lockout reset, a last login) share one transaction, and rows of one statement one
+    INSERT. Nothing is held open meanwhile: SQLite locks the whole file from a transaction's
+    first write until its commit, and the SQL store writes on connections of its own."""
+    db.session.info.setdefault(_AT_COMMIT, {}).setdefault(statement, []).append(params)
+
+
+def update_at_commit(table, row_id, **values) -> None:
+    """Set columns of one row with the session's next commit (as write_at_commit); what several
+    callers set on one row, e.g. a user's lockout reset and last login, is one UPDATE."""
+    db.session.info.setdefault(_AT_COMMIT, {}).setdefault((table, row_id), {}).update(values)
 
 
 @event.listens_for(db.session, "before_commit")
 def _write_queued(session) -> None:
-    by_statement: dict = {}  # in the order first queued
-    for statement, params in session.info.pop(_AT_COMMIT, ()):
-        by_statement.setdefault(statement, []).append(params)
-    for statement, rows in by_statement.items():
-        session.execute(statement, rows if len(rows) > 1 else rows[0])
+    for key, queued in session.info.pop(_AT_COMMIT, {}).items():  # in the order first queued
+        if isinstance(key, tuple):
+            table, row_id = key
+            session.execute(table.update().where(table.c.id == row_id).values(queued))
+        else:
+            session.execute(key, queued if len(queued) > 1 else queued[0])
 
 
 @event.listens_for(db.session, "after_soft_rollback")

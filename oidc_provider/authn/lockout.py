@@ -14,7 +14,7 @@ from typing import Callable
 
 from sqlalchemy import text
 
-from ..extensions import db, write_at_commit
+from ..extensions import db, update_at_commit
 from ..observability import counts_answers
 
 _ATTEMPT = text(
@@ -27,7 +27,6 @@ _ATTEMPT = text(
     "RETURNING failed_attempts"
 )
 RECENT_WINDOW = 3600  # seconds
-_RESET = text("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = :id")
 
 
 def _forget_loaded_state(user_id: str) -> None:
@@ -60,7 +59,9 @@ class Lockout:
 
     def succeeded(self, user_id: str, commit: bool = True) -> None:
         """Reset the count; `commit` False leaves the reset to the caller's next commit."""
-        write_at_commit(_RESET, {"id": user_id})
+        from ..models import User
+
+        update_at_commit(User.__table__, user_id, failed_attempts=0, locked_until=None)
         if commit:
             db.session.commit()
         _forget_loaded_state(user_id)

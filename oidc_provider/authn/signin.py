@@ -8,19 +8,14 @@ from __future__ import annotations
 import time
 
 from flask import request
-from sqlalchemy import bindparam
 
-from ..extensions import db, write_at_commit
+from ..extensions import db, update_at_commit
 from ..models import User, record_audit
 from .acr import mfa_level
 from .devices import DEVICE_COOKIE, TRUST_COOKIE
 from .geoip import GeoIP
 from .lockout import recent_failures
 from .policy import Decision, LoginContext, PreviousLogin, evaluate
-
-# a plain UPDATE, written with the sign-in's other records (no ORM flush of the user)
-_LAST_LOGIN = User.__table__.update().where(User.__table__.c.id == bindparam("user_id")).values(
-    last_login=bindparam("last_login"))
 
 
 def geoip(op) -> GeoIP:
@@ -87,8 +82,8 @@ def record_signin(op, user, client, interaction: dict | None, acr: str | None, r
     what the caller left pending (one transaction instead of several)."""
     ip = request.remote_addr
     country, latitude, longitude = geoip(op).lookup(ip)
-    write_at_commit(_LAST_LOGIN, {"user_id": user.id, "last_login": {
-        "at": time.time(), "ip": ip, "country": country, "latitude": latitude, "longitude": longitude}})
+    update_at_commit(User.__table__, user.id, last_login={  # no ORM flush of the user
+        "at": time.time(), "ip": ip, "country": country, "latitude": latitude, "longitude": longitude})
     device_id = request.cookies.get(DEVICE_COOKIE)
     if device_id:
         op.devices.seen(user.id, device_id, ip, request.headers.get("User-Agent"))

@@ -303,10 +303,12 @@ def _decide(datalist: dict[str, list[str]], interaction: dict | None, session):
     grant.request.auth_context = context
     grant.request.resources = resources
     code = grant.generate_authorization_code()
-    grant.save_authorization_code(code, grant.request)
-    op.sessions.add_client(session, client.client_id)
+    batch = op.store.batch()  # the code, the session's new client, the interaction's end: one round trip
+    grant.save_authorization_code(code, grant.request, batch)
+    op.sessions.add_client(session, client.client_id, batch)
     if interaction:
-        interactions.finish(interaction)
+        interactions.finish(interaction, batch)
+    batch.run()
     record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
                  ip=request.remote_addr, acr=acr, amr=amr, commit=False)
     step_up_met(interaction)  # metrics

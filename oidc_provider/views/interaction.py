@@ -106,8 +106,10 @@ def client_name(client) -> str:
 
 def _signed_in_user(record):
     """The user of an earlier step of this login (step-up), with the factors that count."""
+    if record["step"] != "login" or record.get("reason") != "login:mfa":
+        return None, []
     session = _session()
-    if session is None or record["step"] != "login" or record.get("reason") != "login:mfa":
+    if session is None:
         return None, []
     params = {k: v[0] for k, v in record["params"].items() if v}
     prompts = set((params.get("prompt") or "").split())

@@ -32,6 +32,14 @@ def update_at_commit(table, row_id, **values) -> None:
     db.session.info.setdefault(_AT_COMMIT, {}).setdefault((table, row_id), {}).update(values)
 
 
+def commit_pending() -> None:
+    """Commit when there is something to: queued writes or a transaction under way (an empty
+    commit still costs the session's bookkeeping, on every request that passes by)."""
+    session = db.session()
+    if session.info.get(_AT_COMMIT) or session.in_transaction():
+        session.commit()
+
+
 @event.listens_for(db.session, "before_commit")
 def _write_queued(session) -> None:
     for key, queued in session.info.pop(_AT_COMMIT, {}).items():  # in the order first queued

@@ -25,7 +25,7 @@ from ..authn.session import auth_context
 from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import error_page, oauth_error
 from ..i18n import SUPPORTED as SUPPORTED_LOCALES
-from ..extensions import db
+from ..extensions import commit_pending, db
 from ..models import User, record_audit
 from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
@@ -232,7 +232,7 @@ def resume_authorization(record: dict, session=None):
 def _authorize(datalist: dict[str, list[str]], interaction: dict | None, session=None):
     """Decide and answer; commits what it recorded (the policy decision's audit row among them)."""
     response = _decide(datalist, interaction, session or _load_session())
-    db.session.commit()
+    commit_pending()
     return response
 
 

@@ -25,7 +25,7 @@ from ..authn.session import COOKIE as SESSION_COOKIE
 from ..authn.session import FactorUse
 from ..delivery import DeliveryError
 from ..errors import MESSAGES, error_page
-from ..extensions import db
+from ..extensions import commit_pending, db
 from .. import i18n
 from ..i18n import gettext
 from ..i18n import lazy_gettext as _l
@@ -191,7 +191,7 @@ def _complete(record, client, user, factor):
         response = password_reset.factor_passed(record, client, user, factor)
     else:
         response = _sign_in(record, client, user, factor)
-    db.session.commit()
+    commit_pending()
     return response
 
 

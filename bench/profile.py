@@ -241,7 +241,7 @@ ITERATIONS = {"code_flow_password": 0.1}  # logins cost ~30 ms: a tenth as many
 # -- where the time goes ---------------------------------------------------------------------------
 
 COMPONENTS = [  # (end of a frame's file path, function or None, component); the first match wins
-    ("argon2/low_level.py", None, "argon2id"),
+    ("argon2/low_level.py", None, "argon2id"), ("/nacl/pwhash/", None, "argon2id"), ("/nacl/bindings/", None, "argon2id"),
     ("joserfc/_rfc7518/jws_algs.py", "sign", "RSA/EC signature"),
     ("/joserfc/", None, "joserfc (JWT, JWK)"), ("/authlib/", None, "Authlib (OAuth 2.0 grants)"),
     ("/sqlalchemy/", None, "SQLAlchemy"), ("/flask_sqlalchemy/", None, "SQLAlchemy"),

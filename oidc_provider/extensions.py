@@ -3,6 +3,7 @@
 from flask.sessions import SecureCookieSessionInterface
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -14,6 +15,44 @@ class Base(DeclarativeBase):
 # instead of re-SELECTing every row it touches after each commit (sessions are per request).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 csrf = CSRFProtect()
+_AT_COMMIT = "op.at_commit"
+
+
+def write_at_commit(statement, params: dict) -> None:
+    """Run a write as part of the session's next commit, not now: a request's records (audit
+    rows, a lockout reset, a last login) share one transaction, and rows of one statement one
+    INSERT. Nothing is held open meanwhile: SQLite locks the whole file from a transaction's
+    first write until its commit, and the SQL store writes on connections of its own."""
+    db.session.info.setdefault(_AT_COMMIT, {}).setdefault(statement, []).append(params)
+
+
+def update_at_commit(table, row_id, **values) -> None:
+    """Set columns of one row with the session's next commit (as write_at_commit); what several
+    callers set on one row, e.g. a user's lockout reset and last login, is one UPDATE."""
+    db.session.info.setdefault(_AT_COMMIT, {}).setdefault((table, row_id), {}).update(values)
+
+
+def commit_pending() -> None:
+    """Commit when there is something to: queued writes or a transaction under way (an empty
+    commit still costs the session's bookkeeping, on every request that passes by)."""
+    session = db.session()
+    if session.info.get(_AT_COMMIT) or session.in_transaction():
+        session.commit()
+
+
+@event.listens_for(db.session, "before_commit")
+def _write_queued(session) -> None:
+    for key, queued in session.info.pop(_AT_COMMIT, {}).items():  # in the order first queued
+        if isinstance(key, tuple):
+            table, row_id = key
+            session.execute(table.update().where(table.c.id == row_id).values(queued))
+        else:
+            session.execute(key, queued if len(queued) > 1 else queued[0])
+
+
+@event.listens_for(db.session, "after_soft_rollback")
+def _forget_queued(session, _previous) -> None:
+    session.info.pop(_AT_COMMIT, None)
 
 
 class CookieSessions(SecureCookieSessionInterface):

@@ -411,6 +411,18 @@ def asked_recovery_code(page: requests.Response, codes: list[str]) -> str:
     return codes[asked_recovery_number(page) - 1]
 
 
+def factor_passed(answer) -> bool:
+    """The answer to a factor's form signs the browser in: it sets the IdP session cookie, on its
+    way to the client's code or the login's next step."""
+    return isinstance(answer, requests.Response) and any(name.endswith("op_session") for name in answer.cookies.keys())
+
+
+def one_passed(answers: list) -> None:
+    """Of one factor's answers posted at once, exactly one signed in and the others were refused."""
+    assert [factor_passed(answer) for answer in answers].count(True) == 1
+    assert sorted(answer.status_code for answer in answers if not factor_passed(answer)) == [401] * (len(answers) - 1)
+
+
 def callback_params(response: requests.Response) -> dict:
     assert response.status_code in (302, 303), f"expected a redirect to the client, got {response.status_code}: {response.text[:300]}"
     location = response.headers["Location"]

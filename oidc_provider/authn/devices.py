@@ -14,13 +14,22 @@ import secrets
 import time
 
 from flask import g
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, text
 
-from ..extensions import db
+from ..extensions import db, write_at_commit
 from ..models import UserDevice
 
 _FIND = db.select(UserDevice).where(UserDevice.user_id == bindparam("user_id"),
                                     UserDevice.device_hash == bindparam("device_hash"))
+# One statement for a new device and a known one (PostgreSQL and SQLite alike)
+_SEEN = text(
+    "INSERT INTO user_devices (user_id, device_hash, user_agent, first_seen, last_seen, last_ip) "
+    "VALUES (:user_id, :device_hash, :user_agent, :now, :now, :ip) "
+    "ON CONFLICT (user_id, device_hash) DO UPDATE SET last_seen = excluded.last_seen, "
+    "last_ip = excluded.last_ip, user_agent = excluded.user_agent, revoked_at = NULL"
+)
+_TRUST = text("UPDATE user_devices SET trusted_until = :until, revoked_at = NULL "
+              "WHERE user_id = :user_id AND device_hash = :device_hash RETURNING id")
 
 
 def device_hash(device_id: str) -> str:
@@ -50,28 +59,25 @@ class Devices:
         device = self.find(user_id, device_id)
         return device is not None and device.revoked_at is None
 
-    def seen(self, user_id: str, device_id: str, ip: str | None, user_agent: str | None) -> UserDevice:
-        device = self.find(user_id, device_id)
-        if device is None:
-            device = UserDevice(user_id=user_id, device_hash=device_hash(device_id), first_seen=time.time())
-            db.session.add(device)
-            g.devices_found[(user_id, device.device_hash)] = device
-        device.last_seen, device.last_ip, device.user_agent = time.time(), ip, (user_agent or "")[:256]
-        device.revoked_at = None  # signed in again from it: known again (trust stays revoked)
-        db.session.commit()
-        return device
+    def seen(self, user_id: str, device_id: str, ip: str | None, user_agent: str | None) -> None:
+        """A sign-in from this device, new or known: written with the caller's next commit. A
+        revoked device is known again (its trust stays revoked)."""
+        write_at_commit(_SEEN, {"user_id": user_id, "device_hash": device_hash(device_id), "now": time.time(),
+                                "ip": ip, "user_agent": (user_agent or "")[:256]})
 
     # -- trust ------------------------------------------------------------------------
     def _sign(self, user_id: str, hashed: str, until: int) -> str:
         message = f"{user_id}.{hashed}.{until}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def trust(self, device: UserDevice) -> str:
-        """Mark the device trusted; returns the token for the trust cookie."""
+    def trust(self, user_id: str, device_id: str) -> tuple[str, int]:
+        """Mark a device already `seen` and committed trusted: the token for the trust cookie,
+        and the device's id."""
         until = int(time.time()) + self.settings.days * 86400
-        device.trusted_until, device.revoked_at = until, None
+        hashed = device_hash(device_id)
+        row_id = db.session.execute(_TRUST, {"until": until, "user_id": user_id, "device_hash": hashed}).scalar_one()
         db.session.commit()
-        return f"{until}.{self._sign(device.user_id, device.device_hash, until)}"
+        return f"{until}.{self._sign(user_id, hashed, until)}", row_id
 
     def is_trusted(self, user_id: str, device_id: str | None, token: str | None) -> bool:
         if not self.settings.enabled or not token or len(token) > 128:

@@ -126,5 +126,5 @@ def load_for_browser(uid: str) -> tuple[dict | None, str | None]:
     return record, None
 
 
-def finish(record: dict) -> None:
-    _store().delete(f"interaction:{record['uid']}")
+def finish(record: dict, batch=None) -> None:
+    (batch or _store()).delete(f"interaction:{record['uid']}")

@@ -14,7 +14,7 @@ from typing import Callable
 
 from sqlalchemy import text
 
-from ..extensions import db
+from ..extensions import db, update_at_commit
 from ..observability import counts_answers
 
 _ATTEMPT = text(
@@ -27,7 +27,6 @@ _ATTEMPT = text(
     "RETURNING failed_attempts"
 )
 RECENT_WINDOW = 3600  # seconds
-_RESET = text("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = :id")
 
 
 def _forget_loaded_state(user_id: str) -> None:
@@ -58,9 +57,13 @@ class Lockout:
     def is_locked(user) -> bool:
         return bool(user.locked_until and user.locked_until > time.time())
 
-    def succeeded(self, user_id: str) -> None:
-        db.session.execute(_RESET, {"id": user_id})
-        db.session.commit()
+    def succeeded(self, user_id: str, commit: bool = True) -> None:
+        """Reset the count; `commit` False leaves the reset to the caller's next commit."""
+        from ..models import User
+
+        update_at_commit(User.__table__, user_id, failed_attempts=0, locked_until=None)
+        if commit:
+            db.session.commit()
         _forget_loaded_state(user_id)
 
     def unlock(self, user_id: str) -> None:
@@ -81,8 +84,11 @@ class CountedCheck:
 
 
 @counts_answers  # success or failure per factor, for the metrics
-def verify_counted(op, factor, user, response: dict, context: dict):
-    """A factor's check under the account lockout: the one place views verify answers."""
+def verify_counted(op, factor, user, response: dict, context: dict, commit: bool = True):
+    """A factor's check under the account lockout: the one place views verify answers.
+    `commit` False: a success's reset of the count waits for the caller's commit of what it
+    records of that success (one transaction instead of two); never committed, the attempt
+    stays counted, which errs on the safe side."""
     from ..models import record_audit
     from .factors import Verification
 
@@ -93,7 +99,7 @@ def verify_counted(op, factor, user, response: dict, context: dict):
         return Verification(False, "account locked")
     result = factor.verify(user, response, context)
     if result.ok:
-        op.lockout.succeeded(user.id)
+        op.lockout.succeeded(user.id, commit)
         return result
     # the adaptive policy looks at failures of the last hour, successes or not
     op.store.incr(f"recent-failures:{user.id}", RECENT_WINDOW)

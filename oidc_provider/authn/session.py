@@ -43,7 +43,8 @@ class IdpSession:
         return auth_time(self.factors)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # what asdict gives, without its deep copy (the dict is serialized at once)
+        return {**vars(self), "factors": [vars(use) for use in self.factors]}
 
     @classmethod
     def from_dict(cls, data: dict) -> IdpSession:
@@ -181,13 +182,16 @@ class SessionService:
             batch.run()
         return session
 
-    def add_client(self, session: IdpSession, client_id: str) -> None:
-        """A client got a code or tokens in this session: it will be told when the session ends."""
+    def add_client(self, session: IdpSession, client_id: str, batch=None) -> None:
+        """A client got a code or tokens in this session: it will be told when the session ends.
+        Written in `batch` when given (the caller runs it)."""
         if client_id not in session.clients:
             session.clients.append(client_id)
-            batch = self.store.batch()
+            own = batch is None
+            batch = batch or self.store.batch()
             self._save(session, batch)
-            batch.run()
+            if own:
+                batch.run()
 
     def by_sid(self, sid: str) -> IdpSession | None:
         """The session (live or expired but not yet swept) with this public id."""

@@ -10,8 +10,8 @@ import time
 from flask import request
 
 from .. import cookies
-from ..extensions import db
-from ..models import record_audit
+from ..extensions import db, update_at_commit
+from ..models import User, record_audit
 from .acr import mfa_level
 from .geoip import GeoIP
 from .lockout import recent_failures
@@ -44,9 +44,10 @@ def login_context(user, client, ip, location, now: float, device_known: bool, fa
     )
 
 
-def policy_decision(op, user, client, ip: str | None = None) -> Decision:
+def policy_decision(op, user, client, ip: str | None = None, commit: bool = True) -> Decision:
     """Evaluate the policy for this sign-in and record the decision with its reason. `ip` is the
-    end user's (the direct API's client_attributes), else this request's.
+    end user's (the direct API's client_attributes), else this request's; `commit` False leaves
+    the audit row to the caller's commit.
 
     A trusted device may relax only the adaptive policy: it never stands in for a factor
     that a rule or an acr level demands.
@@ -61,7 +62,7 @@ def policy_decision(op, user, client, ip: str | None = None) -> Decision:
             user.id, device_id, cookies.get(cookies.TRUST)):
         decision = Decision("allow", None, f"trusted device; {decision.reason}", None, decision.risk)
     record_audit("policy.decision", user_id=user.id, client_id=client.client_id, ip=ip,
-                 context=context.to_dict(), decision=decision.to_dict())
+                 context=context.to_dict(), decision=decision.to_dict(), commit=commit)
     return decision
 
 
@@ -81,15 +82,14 @@ def record_signin(op, user, client, interaction: dict | None, acr: str | None, r
     what the caller left pending (one transaction instead of several)."""
     ip = request.remote_addr
     country, latitude, longitude = geoip(op).lookup(ip)
-    user.last_login = {"at": time.time(), "ip": ip, "country": country, "latitude": latitude,
-                       "longitude": longitude}
+    update_at_commit(User.__table__, user.id, last_login={  # no ORM flush of the user
+        "at": time.time(), "ip": ip, "country": country, "latitude": latitude, "longitude": longitude})
     device_id = cookies.get(cookies.DEVICE)
-    if not device_id:
-        db.session.commit()
-        return
-    device = op.devices.seen(user.id, device_id, ip, request.headers.get("User-Agent"))  # commits both
+    if device_id:
+        op.devices.seen(user.id, device_id, ip, request.headers.get("User-Agent"))
+    db.session.commit()
     wants_trust = bool(interaction and interaction.get("remember"))
-    if wants_trust and acr == "mfa" and op.settings.trusted_devices.enabled:
-        token = op.devices.trust(device)
+    if device_id and wants_trust and acr == "mfa" and op.settings.trusted_devices.enabled:
+        token, device = op.devices.trust(user.id, device_id)
         cookies.put(response, cookies.TRUST, token, op.settings.trusted_devices.days * 86400)
-        record_audit("device.trusted", user_id=user.id, client_id=client.client_id, ip=ip, device=device.id)
+        record_audit("device.trusted", user_id=user.id, client_id=client.client_id, ip=ip, device=device)

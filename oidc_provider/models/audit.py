@@ -15,7 +15,7 @@ import time
 from sqlalchemy import JSON, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import db, write_at_commit
 from ..observability import observe_audit
 
 log = logging.getLogger("oidc_provider.audit")
@@ -39,11 +39,11 @@ _INSERT = AuditEvent.__table__.insert()
 
 
 def record_audit(event: str, *, user_id=None, client_id=None, ip=None, commit=True, **detail) -> None:
-    """One row (a plain INSERT in the caller's transaction: no ORM object to flush); `commit`
-    False leaves it to the caller's next commit."""
+    """One row, a plain INSERT (no ORM object to flush) written with the session's next commit,
+    together with the request's other audit rows; `commit` False leaves that commit to the caller."""
     at = time.time()
-    db.session.execute(_INSERT, {"at": at, "event": event, "user_id": user_id, "client_id": client_id,
-                                 "ip": ip, "detail": detail})
+    write_at_commit(_INSERT, {"at": at, "event": event, "user_id": user_id, "client_id": client_id,
+                              "ip": ip, "detail": detail})
     if commit:
         db.session.commit()
     record = {"at": round(at, 3), "event": event, "user_id": user_id, "client_id": client_id, "ip": ip,

@@ -25,7 +25,7 @@ from ..authn.session import auth_context
 from ..authn.signin import decision_level, policy_decision, record_signin
 from ..errors import error_page, oauth_error
 from ..i18n import SUPPORTED as SUPPORTED_LOCALES
-from ..extensions import db
+from ..extensions import commit_pending, db
 from ..models import User, record_audit
 from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
@@ -216,14 +216,28 @@ def resume(uid: str):
     record, problem = interactions.load_for_browser(uid)
     if problem:
         return error_page(problem, 400)
+    return resume_authorization(record)
+
+
+def resume_authorization(record: dict, session=None):
+    """Decide again with what the user did. Views call it right after a completed factor with
+    the session they just wrote: the same request goes on, instead of a redirect here that
+    reads the interaction and the session back."""
     if record.get("device"):  # a device's sign-in (RFC 8628) continues on the device pages
-        return redirect(url_for("device.resume", uid=uid), code=303)
-    return _authorize(record["params"], interaction=record)
+        interactions.save(record)
+        return redirect(url_for("device.resume", uid=record["uid"]), code=303)
+    return _authorize(record["params"], interaction=record, session=session)
 
 
-def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
+def _authorize(datalist: dict[str, list[str]], interaction: dict | None, session=None):
+    """Decide and answer; commits what it recorded (the policy decision's audit row among them)."""
+    response = _decide(datalist, interaction, session or _load_session())
+    commit_pending()
+    return response
+
+
+def _decide(datalist: dict[str, list[str]], interaction: dict | None, session):
     op = current_op()
-    session = _load_session()
     user = db.session.get(User, session.sub) if session else None
     if user is not None and user.disabled:
         user = None
@@ -262,7 +276,7 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
                                                  "error_description": "The essential acr is not offered here."})
     level = asked.level
     if user is not None:  # rules and policies take part as soon as the user is known
-        decision = policy_decision(op, user, client)
+        decision = policy_decision(op, user, client, commit=False)
         demanded = decision_level(op.levels, decision)
         if decision.action == "deny" or (decision.action == "require_acr" and demanded is None):
             record_audit("authorization.denied", user_id=user.id, client_id=client.client_id, ip=request.remote_addr, error="access_denied", reason=decision.reason)
@@ -289,10 +303,12 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None):
     grant.request.auth_context = context
     grant.request.resources = resources
     code = grant.generate_authorization_code()
-    grant.save_authorization_code(code, grant.request)
-    op.sessions.add_client(session, client.client_id)
+    batch = op.store.batch()  # the code, the session's new client, the interaction's end: one round trip
+    grant.save_authorization_code(code, grant.request, batch)
+    op.sessions.add_client(session, client.client_id, batch)
     if interaction:
-        interactions.finish(interaction)
+        interactions.finish(interaction, batch)
+    batch.run()
     record_audit("authorization.code_issued", user_id=user.id, client_id=client.client_id,
                  ip=request.remote_addr, acr=acr, amr=amr, commit=False)
     step_up_met(interaction)  # metrics

@@ -7,8 +7,9 @@ extension, as Authlib intends. Nothing here renders HTML.
 from __future__ import annotations
 
 import re
+import secrets
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (InvalidGrantError, InvalidRequestError, OAuth2Error, OAuth2Request,
@@ -73,10 +74,12 @@ def access_jti_for(code_hash: str) -> str:
     return "c" + code_hash[:31]
 
 
-def store_authorization_code(op, code: str, **fields) -> AuthorizationCode:
-    """Keep what a code stands for, under its hash, for the code's short lifetime."""
+def store_authorization_code(op, code: str, batch=None, **fields) -> AuthorizationCode:
+    """Keep what a code stands for, under its hash, for the code's short lifetime (in `batch`,
+    a store batch, when given)."""
     record = AuthorizationCode(code_hash=sha256_hex(code), **fields)
-    op.store.set(f"code:{record.code_hash}", asdict(record), op.settings.lifetimes.authorization_code)
+    # vars, not asdict: serialized at once, nothing needs a deep copy first
+    (batch or op.store).set(f"code:{record.code_hash}", vars(record), op.settings.lifetimes.authorization_code)
     return record
 
 
@@ -171,9 +174,13 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
             if len(request.payload.datalist.get(name, [])) > 1:
                 raise InvalidRequestError(f"'{name}' is included more than once.")
 
-    def save_authorization_code(self, code, request):
+    def generate_authorization_code(self):
+        """256 random bits from one call (Authlib draws each of 48 characters from the OS apart)."""
+        return secrets.token_urlsafe(32)
+
+    def save_authorization_code(self, code, request, batch=None):
         store_authorization_code(
-            self.op, code,
+            self.op, code, batch,
             client_id=request.client.client_id,
             redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri(),
             scope=request.scope,

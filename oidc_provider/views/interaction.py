@@ -1,9 +1,9 @@
 """The pages a person sees during a sign-in: the factors, consent, logout confirmation.
 
 Each step re-renders with a catalogued message on failure and works without
-JavaScript. After every completed factor the browser goes back to
-`/oidc/auth/resume/<uid>`, which decides whether another factor, consent, or the
-code comes next. Two detours are steps of the same interaction, on this blueprint:
+JavaScript. After every completed factor the authorization resumes in the same
+request (oauth/endpoints.py `resume_authorization`), which decides whether another
+factor, consent, or the code comes next. Two detours are steps of the same interaction, on this blueprint:
 a password reset (views/password_reset.py) and setting up a second factor
 (views/enrollment.py); their state is kept in the interaction record.
 """
@@ -25,12 +25,12 @@ from .. import cookies
 from ..authn.session import FactorUse
 from ..delivery import DeliveryError
 from ..errors import MESSAGES, error_page
-from ..extensions import db
+from ..extensions import commit_pending, db
 from .. import i18n
 from ..i18n import gettext
 from ..i18n import lazy_gettext as _l
 from ..models import User, record_audit
-from ..oauth.endpoints import finish_logout, redirect_to_client
+from ..oauth.endpoints import finish_logout, redirect_to_client, resume_authorization
 
 bp = Blueprint("interaction", __name__)
 
@@ -106,8 +106,10 @@ def client_name(client) -> str:
 
 def _signed_in_user(record):
     """The user of an earlier step of this login (step-up), with the factors that count."""
+    if record["step"] != "login" or record.get("reason") != "login:mfa":
+        return None, []
     session = _session()
-    if session is None or record["step"] != "login" or record.get("reason") != "login:mfa":
+    if session is None:
         return None, []
     params = {k: v[0] for k, v in record["params"].items() if v}
     prompts = set((params.get("prompt") or "").split())
@@ -191,8 +193,17 @@ def show(record, client):
 # -- completing a factor -----------------------------------------------------------------------
 
 def _complete(record, client, user, factor):
+    """A factor passed. Commits what the success recorded, with the lockout reset that
+    verify_counted(commit=False) left pending: one transaction."""
     if password_reset.verifying(record):  # a reset's second factor: it signs nobody in
-        return password_reset.factor_passed(record, client, user, factor)
+        response = password_reset.factor_passed(record, client, user, factor)
+    else:
+        response = _sign_in(record, client, user, factor)
+    commit_pending()
+    return response
+
+
+def _sign_in(record, client, user, factor):
     op = _op()
     session = op.sessions.record_factor(
         _session(), user.id, FactorUse(factor=factor.id, amr=factor.amr, flow=factor.flow, at=time.time())
@@ -201,15 +212,17 @@ def _complete(record, client, user, factor):
     for key in ("pending", "link_confirmed", "reset", "enroll", "notice"):
         record.pop(key, None)
     record["sub"] = user.id
-    i18n.remember(user)  # the language of notices sent without a page (committed with the audit)
     if request.form.get("remember") == "on":  # "remember this device", asked on a later step
         record["remember"] = True
-    interactions.save(record)
+    # written with the next commit; the language of notices sent without a page is committed at
+    # once when it changed, before a later query could flush it and leave SQLite's write lock held
     record_audit("factor.succeeded", user_id=user.id, client_id=client.client_id, ip=request.remote_addr,
-                 factor=factor.id)
+                 factor=factor.id, commit=i18n.remember(user))
     # an admin's mfa_enrollment_required: set up a factor first (the session cookie is needed for it)
-    after = "interaction.show" if enrollment.after_first_factor(record, client, user, session) else "oidc.resume"
-    response = redirect(url_for(after, uid=record["uid"]), code=303)
+    if enrollment.after_first_factor(record, client, user, session):
+        response = redirect(url_for("interaction.show", uid=record["uid"]), code=303)
+    else:  # what /oidc/auth/resume would do a redirect later: the code, or the next step
+        response = resume_authorization(record, session)
     cookies.put(response, cookies.SESSION, session.id, op.settings.lifetimes.session)
     return response
 
@@ -269,7 +282,8 @@ def login(record, client):
         login_name = (request.form.get("login") or "")[:320]
         user = User.find_by_login(login_name) if login_name else None
     password = (request.form.get("password") or "")[:1024]
-    result = verify_counted(_op(), factor, user, {"login": login_name, "password": password}, _context(record))
+    result = verify_counted(_op(), factor, user, {"login": login_name, "password": password}, _context(record),
+                            commit=False)
     if not result.ok:
         _failed(record, client, user, factor, result.reason)
         return _render_step(record, client, error="login_failed", status=401, login=login_name)
@@ -356,7 +370,7 @@ def verify(record, client):
     user = db.session.get(User, pending["user_id"]) if pending["user_id"] else None
     answer = {factor.response_field: (request.form.get(factor.response_field) or "")[:factor.max_response]}
     context = {**_context(record), "challenge": pending["challenge"], "pending": pending}
-    result = verify_counted(op, factor, user, answer, context)
+    result = verify_counted(op, factor, user, answer, context, commit=False)
     if result.ok and user is None and result.user_id:  # usernameless: the credential named the user
         user = db.session.get(User, result.user_id)
         if user is None or user.disabled or op.lockout.is_locked(user):

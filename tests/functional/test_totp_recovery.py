@@ -15,7 +15,7 @@ import jwt
 import pytest
 import segno
 
-from tests.conftest import (post, BACKENDS, REDIRECT, UserAgent, asked_recovery_code, callback_params,
+from tests.conftest import (post, BACKENDS, REDIRECT, UserAgent, asked_recovery_code, callback_params, one_passed,
                             recovery_codes_shown, start_provider, token_request)
 from tests.servers import text_of
 from tests.unit.test_totp import PERIOD, RFC_KEYS, RFC_VECTORS, rfc6238
@@ -311,7 +311,7 @@ def test_a_recovery_code_posted_by_six_sign_ins_at_once_works_once(provider, per
     for thread in threads:
         thread.join(60)
     assert len(answers) == 6
-    assert sorted(response.status_code for response in answers) == [303] + [401] * 5
+    one_passed(answers)
     assert remaining_on_page(agent) == 9
 
 

@@ -18,8 +18,8 @@ import requests
 
 from oidc_provider.extensions import db
 from oidc_provider.models import AuditEvent, Authenticator, RefreshToken, User
-from tests.conftest import (PASSWORD, REDIRECT, UserAgent, _free_port, asked_recovery_code, callback_params, pkce_pair,
-                            post, token_request)
+from tests.conftest import (PASSWORD, REDIRECT, UserAgent, _free_port, asked_recovery_code, callback_params,
+                            factor_passed, pkce_pair, post, token_request)
 from tests.dpop_proofs import DPoPKey
 from tests.multiworker import (AUTH0, DEVICE_GRANT, add_served_clients, from_address, race, same_browser,
                                worker_pids)
@@ -97,11 +97,6 @@ def statuses(answers) -> list:
     return sorted(a.status_code if isinstance(a, requests.Response) else type(a).__name__ for a in answers)
 
 
-def signed_in(answer) -> bool:
-    """A factor passed: the browser is sent on to /oidc/auth/resume (the code, or the next step)."""
-    return isinstance(answer, requests.Response) and "/oidc/auth/resume/" in answer.headers.get("Location", "")
-
-
 def one_winner(answers, won) -> requests.Response:
     winners = [answer for answer in answers if won(answer)]
     assert len(winners) == 1, statuses(answers)
@@ -169,7 +164,7 @@ def test_a_refresh_token_raced_across_workers_rotates_once(op, person):
 def test_an_email_code_raced_across_workers_signs_in_once(op, person, plain_smtp):
     agent, page = code_page(op, person, "email-otp")
     answers = race_form(agent, page, {"code": email_code(plain_smtp, address(person))})
-    one_winner(answers, signed_in)
+    one_winner(answers, factor_passed)
     assert len(audit(op, person["sub"], "factor.succeeded")) == 1
 
 
@@ -177,7 +172,7 @@ def test_an_email_code_raced_across_workers_signs_in_once(op, person, plain_smtp
 def test_an_sms_code_raced_across_workers_signs_in_once(op, person, gateway_server):
     agent, page = code_page(op, person, "sms")
     answers = race_form(agent, page, {"code": sms_code(gateway_server, person["phone"])})
-    one_winner(answers, signed_in)
+    one_winner(answers, factor_passed)
     assert [entry["factor"] for entry in audit(op, person["sub"], "factor.succeeded")] == ["sms"]
 
 
@@ -205,7 +200,7 @@ def test_a_recovery_code_raced_by_parallel_sign_ins_works_once(op, person):
         return form_post(same_browser(agent), agent.form_action(page),
                          {**hidden_fields(page), "code": asked_recovery_code(page, codes)})
 
-    one_winner(race(RACERS, answer), signed_in)
+    one_winner(race(RACERS, answer), factor_passed)
     [used] = audit(op, person["sub"], "recovery_code.used")
     assert used["remaining"] == len(codes) - 1
     with op.app.app_context():
@@ -230,7 +225,7 @@ def test_a_webauthn_assertion_raced_across_workers_counts_once(op):
     block = re.search(r'<script type="application/json" id="webauthn-options">(.*?)</script>', page.text, re.S)
     assertion = key.get(json.loads(block.group(1)))
     answers = race_form(browser, page, {"credential": json.dumps(assertion)})
-    one_winner(answers, signed_in)
+    one_winner(answers, factor_passed)
     succeeded = [e for e in audit(op, person["sub"], "factor.succeeded") if e["factor"] == "webauthn-key"]
     assert len(succeeded) == 1
     with op.app.app_context():
@@ -363,7 +358,7 @@ def test_parallel_wrong_codes_never_get_more_than_the_allowed_tries(op, person, 
     checked = [e for e in audit(op, person["sub"], "factor.failed") if e["reason"] == "wrong code"]
     assert 1 <= len(checked) <= OTP_TRIES, [e["reason"] for e in audit(op, person["sub"], "factor.failed")]
     late = agent.submit(page, {"code": right})  # the right code, after the limit: the code is dead
-    assert late.status_code == 401 and not signed_in(late)
+    assert late.status_code == 401 and not factor_passed(late)
     assert not account(op, person["sub"]).locked_until  # refused by the code's own limit, not the lockout
 
 

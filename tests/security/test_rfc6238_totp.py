@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from oidc_provider.authn import totp_codes
-from tests.conftest import BACKENDS, UserAgent, post, start_provider
+from tests.conftest import BACKENDS, UserAgent, one_passed, post, start_provider
 from tests.functional.test_totp_recovery import begin_enrollment, id_token_claims, refused
 
 clause = pytest.mark.clause
@@ -174,20 +174,20 @@ def test_confirming_code_is_spent(provider):
 def test_a_code_posted_by_parallel_sign_ins_works_once(provider):
     person, key, step = enrolled(provider)
     steps = [code_step(provider, person) for _ in range(5)]
-    barrier, statuses = threading.Barrier(len(steps)), []
+    barrier, answers = threading.Barrier(len(steps)), []
     code = hotp(key, step + 1)
 
     def submit(agent, page):
         url, data = agent.form_action(page), {"csrf_token": agent.csrf(page), "code": code}
         barrier.wait()
-        statuses.append(agent.http.post(url, data=data, allow_redirects=False, timeout=30).status_code)
+        answers.append(agent.http.post(url, data=data, allow_redirects=False, timeout=30))
 
     threads = [threading.Thread(target=submit, args=pair) for pair in steps]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert sorted(statuses) == [303] + [401] * 4
+    one_passed(answers)
 
 
 @clause("RFC 6238 5.2: after a later step is used, an earlier step's code is refused")

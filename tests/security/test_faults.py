@@ -9,7 +9,7 @@ What was seen and is asserted here:
 - Redis down: pages answer 503 "try again", the protocol endpoints 503 `temporarily_unavailable`
   JSON with Retry-After, /readyz 503; a valid access token is refused (its revocation cannot be
   checked: fail closed). Back up (empty): logins under way are asked to start again.
-- PostgreSQL cut: the same 503s; the pool's pre-ping reconnects once it is back, no restart.
+- PostgreSQL cut: the same 503s; the pool pings doubtful connections and reconnects once it is back, no restart.
   A refresh token rotation is one transaction: cut before its COMMIT, the old token still works.
 - A worker SIGKILLed: its clients see a connection error, Granian starts a new worker, no code
   ever gives tokens twice.
@@ -308,7 +308,7 @@ def test_a_database_cut_gives_retryable_errors_and_the_provider_recovers_by_itse
     ready = requests.get(f"{op.url}/readyz", timeout=30)
     assert ready.status_code == 503 and ready.json()["checks"]["database"] == "unreachable"
 
-    faulty.proxy.restore()  # the same processes: their pools reconnect (pool_pre_ping)
+    faulty.proxy.restore()  # the same processes: their pools reconnect (closed connections are pinged)
     for _ in range(4):  # each worker, more than once
         assert requests.get(f"{op.url}/readyz", timeout=10).status_code == 200
     refreshed = refresh(op, tokens["refresh_token"])  # nothing of the refused rotation was kept

@@ -1,7 +1,7 @@
 """refresh_tokens.dpop_jkt: the DPoP key a public client's refresh token is bound to (RFC 9449 5)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 from alembic import op

@@ -52,6 +52,11 @@ def audit(page, axe_script) -> list[dict]:
     return found
 
 
+def fill_login(page, login: str, password: str) -> None:
+    page.fill("#login", login)
+    page.fill("#password", password)
+
+
 def walk(page, site, provider, lang):
     """Visit each page in turn; yields (name, page) when the page is ready to audit."""
     with_phone = provider.add_user(email_verified=True, phone="+15550199", phone_verified=True)
@@ -59,8 +64,7 @@ def walk(page, site, provider, lang):
 
     page.goto(authorize_url(site))
     yield "login"
-    page.fill("#login", with_phone["username"])
-    page.fill("#password", WRONG)
+    fill_login(page, with_phone["username"], WRONG)
     page.click("button[value=login]")
     page.wait_for_selector("#login-error")
     yield "password error"
@@ -70,8 +74,7 @@ def walk(page, site, provider, lang):
     yield "password reset request"
 
     page.goto(authorize_url(site, acr_values="mfa"))
-    page.fill("#login", with_phone["username"])
-    page.fill("#password", PASSWORD)
+    fill_login(page, with_phone["username"], PASSWORD)
     page.click("button[value=login]")
     page.wait_for_selector("button[value=email-otp]")
     yield "second factor choice"
@@ -81,16 +84,14 @@ def walk(page, site, provider, lang):
 
     page.context.clear_cookies()
     page.goto(authorize_url(site, client_id="web-post"))
-    page.fill("#login", with_phone["username"])
-    page.fill("#password", PASSWORD)
+    fill_login(page, with_phone["username"], PASSWORD)
     page.click("button[value=login]")
     page.wait_for_selector("button[value=approve]")
     yield "consent"
 
     page.context.clear_cookies()
     page.goto(authorize_url(site, acr_values="mfa"))
-    page.fill("#login", password_only["username"])
-    page.fill("#password", PASSWORD)
+    fill_login(page, password_only["username"], PASSWORD)
     page.click("button[value=login]")
     page.wait_for_selector("[data-enroll=choose]")
     yield "enrollment choice"
@@ -104,8 +105,7 @@ def walk(page, site, provider, lang):
 
     page.context.clear_cookies()
     page.goto(authorize_url(site))
-    page.fill("#login", password_only["username"])
-    page.fill("#password", PASSWORD)
+    fill_login(page, password_only["username"], PASSWORD)
     to_client(page, lambda: page.click("button[value=login]"))
     page.goto(f"{site}/account/security")
     page.wait_for_selector("#methods")

@@ -9,16 +9,25 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 # end with a redirect to the client's registered redirect_uri on another origin.
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def every_answer_headers(https: bool) -> list[tuple[str, str]]:
+    """What any answer carries, a page or not (also the token fast path's: oauth/fast_token.py)."""
+    headers = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
+    return headers + [("Strict-Transport-Security", HSTS)] if https else headers
+
+
 def register_security_headers(app, https: bool) -> None:
+    common = every_answer_headers(https)
+
     @app.after_request
     def add_headers(response):
         headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
+        for name, value in common:
+            headers.setdefault(name, value)
         if response.mimetype == "text/html":
             headers.setdefault("Content-Security-Policy", PAGE_CSP)
             headers.setdefault("X-Frame-Options", "DENY")  # for browsers without frame-ancestors
             headers.setdefault("Cache-Control", "no-store")
-        if https:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response

@@ -30,7 +30,7 @@ from ..authn.acr import AcrRequestError, parse_acr_request
 from ..extensions import db
 from ..models import User, record_audit
 from ..settings.clients import DEVICE_CODE_GRANT
-from .server import ALL_AUTH_METHODS, _Issuing, requested_resources
+from .server import ALL_AUTH_METHODS, _Issuing, requested_resources, token_resources
 from .tokens import AuthContext, Issue, sha256_hex
 
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 6.1: no vowels (no words), case-insensitive, unambiguous
@@ -194,7 +194,8 @@ class DeviceCodeGrant(_Issuing, _DeviceCodeGrant):
         grant: DeviceGrant = self.request.credential
         token = self.op.tokens.issue(Issue(
             client=self.client, grant_type=DEVICE_CODE_GRANT, sub=user.id, scope=scope,
-            auth=AuthContext.from_dict(grant.auth), resources=self.token_resources(grant.resources),
+            auth=AuthContext.from_dict(grant.auth),
+            resources=token_resources(self.asked_resources, grant.resources, self.op.settings),
             include_refresh=include_refresh_token, dpop_jkt=self.dpop_jkt,
         ))
         record_audit("device.token_issued", user_id=user.id, client_id=self.client.client_id,

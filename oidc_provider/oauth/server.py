@@ -91,6 +91,42 @@ def requested_resources(payload_values: list[str], settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(payload_values))
 
 
+def token_resources(asked_values: list[str], granted: tuple[str, ...], settings) -> tuple[str, ...]:
+    """RFC 8707 2.2: a token request may narrow the grant's resources, never widen them."""
+    asked = requested_resources(asked_values, settings)
+    if not asked:
+        return granted
+    if granted and not set(asked) <= set(granted):
+        raise InvalidTargetError(description="resource was not part of the grant")
+    return asked
+
+
+# -- what the two hot grants issue: shared by their Authlib grants and the fast path (fast_token.py)
+
+def client_credentials_issue(op, client, scope: str | None, asked_resources: list[str], dpop_jkt=None) -> Issue:
+    # RFC 6749 3.3: grant what the client is registered for, never more
+    scope = " ".join(s for s in client.get_allowed_scope(scope).split() if s != "openid")
+    return Issue(client=client, grant_type="client_credentials", sub=client.client_id, scope=scope, auth=None,
+                 resources=token_resources(asked_resources, (), op.settings), dpop_jkt=dpop_jkt)
+
+
+def refresh_issue(op, client, row, scope: str, asked_resources: list[str], dpop_jkt=None) -> Issue:
+    """The successor of a claimed refresh token: the family, scope and end of the original."""
+    stored = AuthContext.from_dict(row.auth)
+    # a level with a max_age falls back once its factors age out, refresh or not
+    auth = replace(stored, acr=current_acr(op, stored))
+    return Issue(client=client, grant_type="refresh_token", sub=row.user_id, scope=scope, auth=auth,
+                 resources=token_resources(asked_resources, tuple(row.resources), op.settings),
+                 include_refresh=True, family_id=row.family_id, refresh_scope=row.scope,
+                 refresh_expires_at=row.expires_at, dpop_jkt=dpop_jkt)
+
+
+def refresh_id_token(op, client, row, issued: Issue, token: dict) -> None:
+    """OIDC Core 12.2: a refreshed ID token keeps auth_time, acr and amr, and has no nonce."""
+    if "openid" in (token.get("scope") or row.scope).split():
+        token["id_token"] = op.tokens.id_token(client, row.user_id, issued.auth, token.get("access_token"), None)
+
+
 class S256Only(CodeChallenge):
     """RFC 7636 with S256 only, required for public clients (RFC 9700 2.1.1)."""
 
@@ -155,13 +191,9 @@ class _Issuing:
     def dpop_jkt(self) -> str | None:
         return getattr(self.request, "dpop_jkt", None)
 
-    def token_resources(self, granted: tuple[str, ...]) -> tuple[str, ...]:
-        asked = requested_resources(self.request.payload.datalist.get("resource", []), self.op.settings)
-        if not asked:
-            return granted
-        if granted and not set(asked) <= set(granted):
-            raise InvalidTargetError(description="resource was not part of the grant")
-        return asked
+    @property
+    def asked_resources(self) -> list[str]:
+        return self.request.payload.datalist.get("resource", [])
 
 
 class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
@@ -244,7 +276,7 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
                 sub=code.sub,
                 scope=scope,
                 auth=code.auth_context,
-                resources=self.token_resources(code.resources),
+                resources=token_resources(self.asked_resources, code.resources, self.op.settings),
                 include_refresh=include_refresh_token,
                 family_id=code.code_hash,
                 refresh_scope=scope,
@@ -293,58 +325,27 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         row = self.request.refresh_token  # already claimed, in this transaction
-        stored = AuthContext.from_dict(row.auth)
-        # a level with a max_age falls back once its factors age out, refresh or not
-        self.request.auth_context = replace(stored, acr=current_acr(self.op, stored))
-        return self.op.tokens.issue(
-            Issue(
-                client=self.client,
-                grant_type="refresh_token",
-                sub=row.user_id,
-                scope=scope,
-                auth=self.request.auth_context,
-                resources=self.token_resources(tuple(row.resources)),
-                include_refresh=True,
-                family_id=row.family_id,
-                refresh_scope=row.scope,
-                refresh_expires_at=row.expires_at,
-                dpop_jkt=self.dpop_jkt,
-            )
-        )
+        self.request.issued = refresh_issue(self.op, self.client, row, scope, self.asked_resources, self.dpop_jkt)
+        return self.op.tokens.issue(self.request.issued)
 
 
 class OpenIDRefreshExtension:
-    """OIDC Core 12.2: a refreshed ID token keeps auth_time, acr and amr, and has no nonce."""
+    """OIDC Core 12.2 on the refresh grant (refresh_id_token)."""
 
     def __call__(self, grant):
         grant.register_hook("after_create_token_response", self.add_id_token)
 
     def add_id_token(self, grant, response):
         _, token, _ = response
-        row = grant.request.refresh_token
-        if "openid" in (token.get("scope") or row.scope).split():
-            token["id_token"] = grant.op.tokens.id_token(
-                grant.client, row.user_id, grant.request.auth_context, token.get("access_token"), None
-            )
+        refresh_id_token(grant.op, grant.client, grant.request.refresh_token, grant.request.issued, token)
 
 
 class ClientCredentialsGrant(_Issuing, grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
-        # RFC 6749 3.3: grant what the client is registered for, never more
-        scope = " ".join(s for s in self.client.get_allowed_scope(scope).split() if s != "openid")
-        return self.op.tokens.issue(
-            Issue(
-                client=self.client,
-                grant_type="client_credentials",
-                sub=self.client.client_id,
-                scope=scope,
-                auth=None,
-                resources=self.token_resources(()),
-                dpop_jkt=self.dpop_jkt,
-            )
-        )
+        return self.op.tokens.issue(client_credentials_issue(self.op, self.client, scope, self.asked_resources,
+                                                             self.dpop_jkt))
 
 
 RESPONSE_TYPE = re.compile(r"[A-Za-z0-9_]+(?: [A-Za-z0-9_]+)*")  # RFC 6749 3.1.1

@@ -32,6 +32,7 @@ _CLAIM = (update(_TABLE)
                  _TABLE.c.revoked_at.is_(None), _TABLE.c.expires_at > bindparam("now"))
           .values(rotated_at=bindparam("now"))
           .returning(*_TABLE.c, _USER_DISABLED))
+_INSERT = _TABLE.insert().inline()  # nothing reads the new row's id back
 
 
 def sha256_hex(value: str) -> str:
@@ -93,7 +94,9 @@ class TokenService:
         return client.config.access_token_lifetime or self.settings.lifetimes.access_token
 
     # -- issuing ---------------------------------------------------------------------
-    def issue(self, spec: Issue) -> dict:
+    def issue(self, spec: Issue, sql=None, commit: bool = True) -> dict:
+        """The token response; a refresh token is stored through `sql` (the request's session, or
+        the fast path's connection: fast_token.py) and committed unless the caller will."""
         now = int(time.time())
         lifetime = self.access_token_lifetime(spec.client, spec.resources)
         jti = spec.access_jti or uuid.uuid4().hex
@@ -124,10 +127,13 @@ class TokenService:
         if spec.scope:
             token["scope"] = spec.scope
         if spec.include_refresh:
-            token["refresh_token"] = self._new_refresh_token(spec, now, jti, now + lifetime)
+            sql = sql or db.session
+            token["refresh_token"] = self._new_refresh_token(spec, now, jti, now + lifetime, sql)
+            if commit:
+                sql.commit()
         return token
 
-    def _new_refresh_token(self, spec: Issue, now: int, access_jti: str, access_exp: int) -> str:
+    def _new_refresh_token(self, spec: Issue, now: int, access_jti: str, access_exp: int, sql) -> str:
         value = secrets.token_urlsafe(32)
         client_lifetime = spec.client.config.refresh_token_lifetime or self.settings.lifetimes.refresh_token
         row = dict(  # a plain INSERT: nothing reads the row back in this request
@@ -145,8 +151,7 @@ class TokenService:
             # RFC 9449 5: confidential clients' refresh tokens are already bound by client authentication
             dpop_jkt=spec.dpop_jkt if spec.client.is_public else None,
         )
-        db.session.execute(_TABLE.insert(), row)
-        db.session.commit()
+        sql.execute(_INSERT, row)
         return value
 
     def id_token(self, client, sub: str, auth: AuthContext, access_token: str | None, nonce: str | None) -> str:
@@ -197,7 +202,7 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
-    def claim_refresh_token(self, value: str) -> tuple[RefreshToken | None, bool]:
+    def claim_refresh_token(self, value: str, sql=None) -> tuple[RefreshToken | None, bool]:
         """Mark a live token rotated and return it with whether its user exists and is active;
         of concurrent uses exactly one gets it (the row stays locked until the request commits,
         so a concurrent claim waits and then finds it rotated). Not committed here: `issue`
@@ -205,7 +210,7 @@ class TokenService:
         request that fails in between rolls back and spends nothing."""
         if not value or len(value) > 512:
             return None, False
-        row = db.session.execute(_CLAIM, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
+        row = (sql or db.session).execute(_CLAIM, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
         if row is None:
             return None, False
         columns = row._asdict()

@@ -1,0 +1,200 @@
+"""The token endpoint's two machine grants, answered before Flask.
+
+client_credentials and refresh_token are what services call thousands of times a second, and
+inside Flask, Werkzeug and Authlib their request costs about twice the RS256 signature it
+exists for (README, "Where the time goes"). This WSGI layer answers them in their common,
+successful shape: a form posted once, a client secret (HTTP Basic or the form), no DPoP proof,
+no `scope` or `resource` on a refresh. It authenticates the client with the same keyed hash,
+and issues through the same functions as the Authlib grants (server.py: client_credentials_issue,
+refresh_issue, refresh_id_token) and the same TokenService statements.
+
+It never answers an error. Anything else - a wrong secret, an unknown or spent refresh token,
+a repeated or unexpected parameter, a DPoP proof, an assertion, a public client, a failure
+before the commit - is rolled back and handed unchanged to the Flask endpoint, whose Authlib
+grants alone decide what is refused and how (a replayed refresh token revokes its family there).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import time
+from contextlib import contextmanager
+from urllib.parse import parse_qs, unquote
+
+from psycopg.rows import namedtuple_row
+
+from ..errors import outage_errors
+from ..observability import answered, request_id_for
+from ..security import every_answer_headers
+from .server import client_credentials_issue, refresh_id_token, refresh_issue
+
+log = logging.getLogger(__name__)
+
+PATH = "/oidc/token"
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+# The parameters of each grant's common shape (RFC 6749 4.4.2 and 6, RFC 8707 2.2); the form's
+# client_id and client_secret are client_secret_post's (RFC 6749 2.3.1).
+FIELDS = {
+    "client_credentials": {"grant_type", "scope", "resource", "client_id", "client_secret"},
+    "refresh_token": {"grant_type", "refresh_token", "client_id", "client_secret"},
+}
+REPEATABLE = {"resource"}
+JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+class TokenFastPath:
+    """WSGI middleware in front of the Flask app (`app.wsgi_app`)."""
+
+    def __init__(self, flask_wsgi_app, op, engine):
+        self.flask = flask_wsgi_app
+        self.op = op
+        self.connect = DriverConnection(engine).connect if engine.dialect.name == "postgresql" else engine.connect
+        self.headers = JSON_HEADERS + every_answer_headers(op.settings.issuer_url.startswith("https://"))
+        self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
+        self.outages = outage_errors()
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask(environ, start_response)
+        started = time.perf_counter()
+        form = self._form(environ)
+        token = grant_type = None
+        if form is not None:
+            grant_type = form["grant_type"][0]
+            try:
+                token = self._answer(environ, form, grant_type)
+            except self.outages:
+                pass  # nothing was written; the full endpoint meets the outage too, answers and logs it
+            except Exception:  # noqa: BLE001 - nothing was written: the full endpoint answers
+                log.warning("the token fast path failed; the full endpoint answers", exc_info=True)
+        if token is None:
+            return self.flask(environ, start_response)
+        body = json.dumps(token).encode()
+        request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID"))
+        start_response("200 OK", [*self.headers, ("Content-Length", str(len(body))), ("X-Request-ID", request_id)])
+        answered(self.op.settings, "POST", PATH, "oidc.token", 200, time.perf_counter() - started,
+                 environ.get("REMOTE_ADDR"), request_id, grant_type)
+        return [body]
+
+    def _form(self, environ) -> dict[str, list[str]] | None:
+        """The form of a request in a shape we answer, else None; the body stays readable for Flask."""
+        content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded" or "HTTP_DPOP" in environ:
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None  # chunked or malformed: Werkzeug reads it
+        if not 0 < length <= self.op.settings.max_request_bytes:
+            return None
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            form = parse_qs(body.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict")
+        except ValueError:  # also UnicodeDecodeError
+            return None
+        grant_type = form.get("grant_type", [None])[0]
+        limit = self.op.settings.max_parameter_length
+        if (grant_type not in FIELDS or not form.keys() <= FIELDS[grant_type]
+                or any(len(values) > 1 and name not in REPEATABLE for name, values in form.items())
+                or any(len(value) > limit for values in form.values() for value in values)):
+            return None
+        return form
+
+    def _answer(self, environ, form: dict, grant_type: str) -> dict | None:
+        client = self._client(environ.get("HTTP_AUTHORIZATION"), form)
+        if (client is None or not client.check_grant_type(grant_type)
+                or client.config.dpop_bound_access_tokens):  # RFC 9449 5.2: the full endpoint asks for a proof
+            return None
+        return self.grants[grant_type](client, form)
+
+    def _client(self, authorization: str | None, form: dict):
+        """The client, when it proved its secret the one way it is registered for (RFC 6749 2.3.1)."""
+        if authorization is not None:
+            if "client_id" in form or "client_secret" in form:
+                return None
+            scheme, _, credentials = authorization.partition(" ")
+            if scheme.lower() != "basic":
+                return None
+            try:
+                client_id, colon, secret = base64.b64decode(credentials, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            method, client_id, secret = "client_secret_basic", unquote(client_id), unquote(secret) if colon else ""
+        else:
+            method, client_id, secret = "client_secret_post", form.get("client_id", [""])[0], \
+                form.get("client_secret", [""])[0]
+        client = self.op.clients.get(client_id) if client_id and secret else None
+        if client is None or not client.check_endpoint_auth_method(method, "token"):
+            return None
+        return client if client.check_client_secret(secret) else None
+
+    def _client_credentials(self, client, form: dict) -> dict:
+        scope = form.get("scope", [None])[0]
+        return self.op.tokens.issue(client_credentials_issue(self.op, client, scope, form.get("resource", [])))
+
+    def _refresh_token(self, client, form: dict) -> dict | None:
+        if "refresh_token" not in form:
+            return None
+        tokens = self.op.tokens
+        with self.connect() as sql:  # leaving without a commit rolls the claim back
+            row, user_active = tokens.claim_refresh_token(form["refresh_token"][0], sql)
+            if row is None or not user_active or row.client_id != client.client_id or row.dpop_jkt:
+                return None
+            issued = refresh_issue(self.op, client, row, row.scope, [])
+            token = tokens.issue(issued, sql, commit=False)
+            refresh_id_token(self.op, client, row, issued, token)
+            sql.commit()  # the rotation and its successor, once the answer is complete
+        return token
+
+
+class DriverConnection:
+    """The part of SQLAlchemy's Connection the rotation uses (execute, first, commit), on the
+    pool's own psycopg connection: its two statements are compiled once, so a rotation costs
+    its round trips and not SQLAlchemy's work per statement, which cost more than they did."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.compiled: dict = {}
+
+    @contextmanager
+    def connect(self):
+        pooled = self.engine.raw_connection()
+        try:
+            yield _Driver(pooled.driver_connection, self)
+        finally:
+            pooled.close()  # back to the pool, which rolls back what was not committed
+
+    def sql(self, statement, names: tuple[str, ...]) -> str:
+        """The statement as the driver's SQL; an INSERT's columns are the parameters given."""
+        key = (statement, names)
+        if key not in self.compiled:
+            columns = list(names) if statement.is_insert else None
+            self.compiled[key] = str(statement.compile(dialect=self.engine.dialect, column_keys=columns))
+        return self.compiled[key]
+
+
+class _Driver:
+    def __init__(self, connection, compiler: DriverConnection):
+        self.connection = connection
+        self.compiler = compiler
+        self.commit = connection.commit
+
+    def execute(self, statement, params: dict):
+        sql = self.compiler.sql(statement, tuple(params))
+        values = {name: json.dumps(value) if isinstance(value, (dict, list)) else value  # JSON columns
+                  for name, value in params.items()}
+        return _Result(self.connection.cursor(row_factory=namedtuple_row).execute(sql, values))
+
+
+class _Result:
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    def first(self):
+        """A row with attribute access and `_asdict`, like SQLAlchemy's."""
+        return self.cursor.fetchone()

@@ -30,7 +30,8 @@ from ..models import User, record_audit
 from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
 from ..observability import authorization_error, readiness, step_up_met
-from .server import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, requested_resources
+from .server import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, REPEATABLE_TOKEN_PARAMETERS,
+                     requested_resources)
 
 bp = Blueprint("oidc", __name__)
 
@@ -321,6 +322,10 @@ def _decide(datalist: dict[str, list[str]], interaction: dict | None, session):
 
 @bp.post("/oidc/token")
 def token():
+    repeated = [name for name, values in request.form.lists()
+                if len(values) > 1 and name not in REPEATABLE_TOKEN_PARAMETERS]
+    if repeated:  # RFC 6749 3.2
+        return oauth_error("invalid_request", f"'{repeated[0][:40]}' is included more than once.")
     response = current_op().server.create_token_response()
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"

@@ -24,6 +24,8 @@ from ..models import User, record_audit
 from .dpop import DPoP, DPoPExtension
 from .tokens import AuthContext, Issue, sha256_hex
 
+# RFC 6749 3.2: a token request's parameters appear once; RFC 8707 2 lets `resource` repeat
+REPEATABLE_TOKEN_PARAMETERS = {"resource"}
 ALL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 

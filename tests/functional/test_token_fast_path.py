@@ -1,0 +1,181 @@
+"""The token endpoint's fast path (oauth/fast_token.py): what it answers is what the Authlib
+endpoint answers, and every other request reaches that endpoint unchanged, with nothing spent."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import requests
+
+from tests.conftest import REDIRECT, UserAgent, register_clients, token_request
+
+VARYING_HEADERS = {"Date", "Server", "Content-Length", "X-Request-ID", "Connection"}
+VARYING_CLAIMS = {"jti", "iat", "exp", "at_hash"}  # at_hash: of another access token
+
+
+@pytest.fixture
+def full_endpoint(provider):
+    """The token requests that reached the Flask app (the Authlib endpoint) during a test."""
+    fast_path = provider.app.wsgi_app
+    flask, reached = fast_path.flask, []
+
+    def counting(environ, start_response):
+        if environ.get("PATH_INFO") == "/oidc/token":
+            reached.append(environ.get("CONTENT_LENGTH"))
+        return flask(environ, start_response)
+
+    fast_path.flask = counting
+    yield reached
+    fast_path.flask = flask
+
+
+def jwt_parts(token: str) -> tuple[dict, dict]:
+    header, claims = (json.loads(base64.urlsafe_b64decode(part + "==")) for part in token.split(".")[:2])
+    return header, claims
+
+
+def same_answer(fast, full):
+    """Two token responses alike in all but what differs by nature (ids, times, the token values)."""
+    assert fast.status_code == full.status_code == 200, (fast.text, full.text)
+    assert {k: v for k, v in fast.headers.items() if k not in VARYING_HEADERS} == \
+        {k: v for k, v in full.headers.items() if k not in VARYING_HEADERS}
+    fast_body, full_body = fast.json(), full.json()
+    assert list(fast_body) == list(full_body)
+    for name in ("token_type", "expires_in", "scope"):
+        assert fast_body.get(name) == full_body.get(name)
+    for name in ("access_token", "id_token"):
+        if name in fast_body:
+            fast_header, fast_claims = jwt_parts(fast_body[name])
+            full_header, full_claims = jwt_parts(full_body[name])
+            assert fast_header == full_header
+            assert {k: v for k, v in fast_claims.items() if k not in VARYING_CLAIMS} == \
+                {k: v for k, v in full_claims.items() if k not in VARYING_CLAIMS}
+            assert fast_claims["exp"] - fast_claims["iat"] == full_claims["exp"] - full_claims["iat"]
+
+
+def refresh_token_of(provider, user) -> str:
+    code = UserAgent(provider).sign_in(user["username"], client_id="web", scope="openid offline_access",
+                                       resource="https://api.example.com")["code"]
+    answer = token_request(provider, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+    return answer.json()["refresh_token"]
+
+
+# An unknown parameter is ignored by the endpoint (RFC 6749 3.2) and sends a request the full way.
+FULL_WAY = {"full_way": "1"}
+
+
+@pytest.fixture
+def machine_clients(provider):
+    """A service client for each way of sending a secret (RFC 6749 2.3.1)."""
+    register_clients(provider, [
+        {"client_id": f"service-{method}", "token_endpoint_auth_method": f"client_secret_{method}",
+         "grant_types": ["client_credentials"], "scopes": ["orders:read"]} for method in ("basic", "post")])
+
+
+@pytest.mark.parametrize("auth", ["basic", "post"])
+def test_client_credentials_are_answered_before_flask_as_the_endpoint_would(provider, machine_clients,
+                                                                           full_endpoint, auth):
+    data = {"grant_type": "client_credentials", "scope": "orders:read openid orders:write",
+            "resource": "https://api.example.com"}
+    fast = token_request(provider, data, f"service-{auth}", auth)
+    assert full_endpoint == []
+    full = token_request(provider, {**data, **FULL_WAY}, f"service-{auth}", auth)
+    assert len(full_endpoint) == 1
+    same_answer(fast, full)
+    claims = jwt_parts(fast.json()["access_token"])[1]
+    assert fast.json()["scope"] == claims["scope"] == "orders:read"  # only what the client is registered for
+    assert claims["aud"] == "https://api.example.com" and fast.json()["expires_in"] == 120
+    assert fast.headers["Cache-Control"] == "no-store" and fast.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_refresh_is_answered_before_flask_as_the_endpoint_would(provider, user, full_endpoint):
+    first = refresh_token_of(provider, user)
+    full_endpoint.clear()
+    fast = token_request(provider, {"grant_type": "refresh_token", "refresh_token": first})
+    assert full_endpoint == []
+    full = token_request(provider, {"grant_type": "refresh_token", "refresh_token": fast.json()["refresh_token"],
+                                    **FULL_WAY})
+    assert len(full_endpoint) == 1
+    same_answer(fast, full)
+    id_claims = jwt_parts(fast.json()["id_token"])[1]
+    assert id_claims["sub"] == user["sub"] and "nonce" not in id_claims  # OIDC Core 12.2
+    # the fast rotation's successor is an ordinary token of the family
+    assert token_request(provider, {"grant_type": "refresh_token", "refresh_token": full.json()["refresh_token"]}
+                         ).status_code == 200
+
+
+def test_the_request_id_is_kept_or_made(provider, machine_clients, full_endpoint):
+    data = {"grant_type": "client_credentials", "scope": "orders:read"}
+    auth = ("service-basic", provider.secrets["service-basic"])
+    kept = requests.post(f"{provider.url}/oidc/token", data=data, auth=auth, headers={"X-Request-ID": "rp-42.a"},
+                         timeout=10)
+    made = requests.post(f"{provider.url}/oidc/token", data=data, auth=auth, headers={"X-Request-ID": "bad id!"},
+                         timeout=10)
+    assert full_endpoint == []
+    assert kept.headers["X-Request-ID"] == "rp-42.a"
+    assert len(made.headers["X-Request-ID"]) == 32 and made.headers["X-Request-ID"] != "bad id!"
+
+
+@pytest.mark.parametrize("case", ["wrong secret", "secret sent twice", "method not registered", "other client",
+                                  "repeated parameter", "scope on refresh", "DPoP proof"])
+def test_every_other_refresh_reaches_the_endpoint_and_spends_nothing(provider, user, machine_clients,
+                                                                   full_endpoint, case):
+    token = refresh_token_of(provider, user)
+    full_endpoint.clear()
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    url, auth, headers = f"{provider.url}/oidc/token", ("web", provider.secrets["web"]), {}
+    expected = 400, "invalid_grant"
+    if case == "wrong secret":
+        auth, expected = ("web", "not-the-secret"), (401, "invalid_client")
+    elif case == "secret sent twice":  # RFC 6749 2.3: one method per request; the endpoint decides
+        data |= {"client_id": "web", "client_secret": provider.secrets["web"]}
+        expected = 200, None
+    elif case == "method not registered":  # web is registered for client_secret_basic
+        data |= {"client_id": "web", "client_secret": provider.secrets["web"]}
+        auth, expected = None, (401, "invalid_client")
+    elif case == "other client":
+        register_clients(provider, [{"client_id": "other-web", "redirect_uris": [REDIRECT],
+                                     "grant_types": ["authorization_code", "refresh_token"]}])
+        auth = ("other-web", provider.secrets["other-web"])
+    elif case == "repeated parameter":  # RFC 6749 3.2: parameters must not repeat
+        data = [("grant_type", "refresh_token"), ("refresh_token", token), ("refresh_token", token)]
+        expected = 400, "invalid_request"
+    elif case == "scope on refresh":  # RFC 6749 6: more than was granted
+        data |= {"scope": "openid profile email"}
+        expected = 400, "invalid_scope"
+    elif case == "DPoP proof":  # a confidential client's malformed proof: the endpoint judges it
+        headers = {"DPoP": "not.a.proof"}
+        expected = 400, "invalid_dpop_proof"
+    answer = requests.post(url, data=data, auth=auth, headers=headers, timeout=10)
+    assert len(full_endpoint) == 1, case
+    assert answer.status_code == expected[0], answer.text
+    if expected[1]:
+        assert answer.json()["error"] == expected[1]
+        # refused, so nothing was spent: the token still rotates, and the fast way
+        again = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
+        assert again.status_code == 200, again.text
+        assert len(full_endpoint) == 1
+
+
+def test_a_token_replayed_after_a_fast_rotation_revokes_the_family(provider, user, full_endpoint):
+    first = refresh_token_of(provider, user)
+    second = token_request(provider, {"grant_type": "refresh_token", "refresh_token": first}).json()["refresh_token"]
+    replay = token_request(provider, {"grant_type": "refresh_token", "refresh_token": first})
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    after = token_request(provider, {"grant_type": "refresh_token", "refresh_token": second})
+    assert after.status_code == 400 and after.json()["error"] == "invalid_grant"  # RFC 9700 4.14.2
+
+
+def test_a_disabled_account_gets_no_refresh_the_fast_way(provider, user, full_endpoint):
+    token = refresh_token_of(provider, user)
+    full_endpoint.clear()
+    with provider.app.app_context():
+        from oidc_provider.extensions import db
+        from oidc_provider.models import User
+
+        db.session.get(User, user["sub"]).disabled = True
+        db.session.commit()
+    answer = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
+    assert answer.status_code == 400 and len(full_endpoint) == 1

@@ -6,7 +6,7 @@ per second, p50/p99 latency (client side), server CPU seconds per operation (rea
 /proc for the server's processes) and the servers' peak resident memory. The primary figure
 is operations per server CPU-second. An error in a cell fails that cell.
 
-    python -m bench.run [--compare] [--duration 10] [--concurrency 8,32] [--workers 2]
+    python -m bench.run [--compare] [--duration 10] [--concurrency 8,32] [--workers 2] [--threads 4]
                         [--only client_credentials,refresh] [--json bench/results/latest.json]
 """
 
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from oidc_provider.serve import DEFAULT_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -218,7 +220,7 @@ def write_clients(path: Path, key: bytes) -> dict[str, str]:
     return made
 
 
-def start_ours(workers: int, users: int, work: Path) -> Target:
+def start_ours(workers: int, threads: int, users: int, work: Path) -> Target:
     """Our provider: PostgreSQL + Redis + the production WSGI server (`oidc-provider serve`)."""
     import psycopg
 
@@ -258,7 +260,7 @@ def start_ours(workers: int, users: int, work: Path) -> Target:
         subprocess.run([cli, "users", "add", name, "--email", f"{name}@example.com", "--email-verified",
                         "--phone", f"+1555{number:07d}", "--phone-verified", "--password-stdin"], env=env, input=PASSWORD, text=True, check=True, capture_output=True)
     log = work / "ours.log"
-    process = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+    process = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
                                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     target = Target("ours", port, process, OUR_PATHS,
                     {"cc": ("bench-cc", made["cc"]), "web": ("bench-web", made["web"]), "rs": ("bench-rs", made["rs"])},
@@ -585,6 +587,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
     parser.add_argument("--concurrency", default="8,32")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="our threads per worker")
     parser.add_argument("--only", default="", help="comma-separated workloads")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -592,12 +595,12 @@ def main(argv=None) -> int:
     chosen = [w for w in WORKLOADS if not args.only or w in args.only.split(",")]
     users = max(levels)
     work = Path(tempfile.mkdtemp(prefix="oidc-bench-"))
-    targets = {"ours": start_ours(args.workers, users, work)}
+    targets = {"ours": start_ours(args.workers, args.threads, users, work)}
     failed = False
     try:
         if args.compare:
             targets["peer"] = start_peer(args.workers, users, work)
-        results = {"machine": machine(), "workers": args.workers, "duration_s": args.duration,
+        results = {"machine": machine(), "workers": args.workers, "threads": args.threads, "duration_s": args.duration,
                    "argon2id_cpu_ms": {name: 1000 * value for name, value in argon2_cpu_seconds().items()},
                    "cells": []}
         for workload in chosen:
@@ -616,7 +619,7 @@ def main(argv=None) -> int:
         for target in targets.values():
             target.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nmachine: {results['machine']}; {args.workers} workers each; {args.duration:.0f} s per cell")
+    print(f"\nmachine: {results['machine']}; {args.workers} workers each ({args.threads} threads per worker on ours); {args.duration:.0f} s per cell")
     print(table(results, args.compare))
     login = next((c["ours"] for c in results["cells"] if c["workload"] == "code_flow_password"
                   and "error" not in c["ours"]), None)

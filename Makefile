@@ -54,14 +54,16 @@ faketime:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime; \
 	  else echo "libfaketime is not installed and this is not root: the clock fault tests will skip"; fi; }
 
-## bench: our provider in production shape (PostgreSQL, Redis, the production WSGI server) under load
+## bench: our provider in production shape (PostgreSQL, Redis, the production WSGI server) under load;
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeat 3 --duration 6" (python -m bench.run --help)
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## bench-compare: the same workloads against node-oidc-provider (npm) in one run, with ratios
 bench-compare: install
 	cd bench/peer && npm ci --no-audit --no-fund --silent
-	$(BIN)/python -m bench.run --compare
+	$(BIN)/python -m bench.run --compare $(BENCH_ARGS)
 
 ## messages: re-extract the pages' and emails' texts into messages.pot, merge them into every
 ## translations/<lang>/LC_MESSAGES/messages.po, and compile the .mo files (commit all three)

@@ -546,6 +546,24 @@ def argon2_cpu_seconds() -> dict[str, float]:
     return seconds
 
 
+PEER_HASH = """
+import argon2 from "argon2";
+const options = {type: argon2.argon2id, memoryCost: %(memory_cost)d, timeCost: %(time_cost)d, parallelism: %(parallelism)d};
+await argon2.hash("warm up", options);
+const before = process.cpuUsage();
+for (let i = 0; i < 10; i++) await argon2.hash(process.argv[1], options);
+const used = process.cpuUsage(before);
+console.log((used.user + used.system) / 10 / 1e6);
+""" % ARGON2
+
+
+def peer_argon2_cpu_seconds() -> float:
+    """CPU seconds of one argon2id hash by the peer's own library (node's `argon2`), same parameters."""
+    done = subprocess.run(["node", "--input-type=module", "-e", PEER_HASH, PASSWORD], cwd=ROOT / "bench" / "peer",
+                          capture_output=True, text=True, check=True)
+    return float(done.stdout)
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median ops per CPU-second; any error fails the cell."""
     failed = next((run for run in runs if "error" in run), None)
@@ -614,6 +632,8 @@ def main(argv=None) -> int:
                    "repeat": args.repeat,
                    "argon2id_cpu_ms": {name: 1000 * value for name, value in argon2_cpu_seconds().items()},
                    "cells": []}
+        if args.compare:
+            results["peer_argon2id_cpu_ms"] = 1000 * peer_argon2_cpu_seconds()
         for workload in chosen:
             for level in levels:
                 cell = {"workload": workload, "concurrency": level}
@@ -644,6 +664,12 @@ def main(argv=None) -> int:
         ratios = ", ".join(f"{per_login / ms:.2f} x one hash by {name} ({ms:.1f} ms)"
                            for name, ms in results["argon2id_cpu_ms"].items())
         print(f"\npassword login: {per_login:.1f} CPU ms per login = {ratios}; target <= 1.25 x")
+    peer_login = next((c["peer"] for c in results["cells"] if c["workload"] == "code_flow_password"
+                       and "error" not in c.get("peer", {"error": 1})), None)
+    if peer_login:
+        per_login, hash_ms = 1000 * peer_login["cpu_s_per_op"], results["peer_argon2id_cpu_ms"]
+        print(f"peer password login: {per_login:.1f} CPU ms per login = {per_login / hash_ms:.2f} x one hash by its "
+              f"own library (node argon2, {hash_ms:.1f} ms)")
     for name in targets:
         size = results.get(f"{name}_redis_bytes_per_session")
         if size:

@@ -572,6 +572,12 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda run: run["ops_per_cpu_s"])[len(runs) // 2]
 
 
+def password_login(results: dict, name: str) -> dict | None:
+    """The first successful code-flow-with-password cell of this server, if any."""
+    return next((c[name] for c in results["cells"] if c["workload"] == "code_flow_password"
+                 and name in c and "error" not in c[name]), None)
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 def machine() -> str:
@@ -657,15 +663,13 @@ def main(argv=None) -> int:
     print(f"\nmachine: {results['machine']}; {args.workers} workers each ({args.threads} threads per worker on ours); {args.duration:.0f} s per cell"
           + (f", median of {args.repeat} runs" if args.repeat > 1 else ""))
     print(table(results, args.compare))
-    login = next((c["ours"] for c in results["cells"] if c["workload"] == "code_flow_password"
-                  and "error" not in c["ours"]), None)
+    login = password_login(results, "ours")
     if login:
         per_login = 1000 * login["cpu_s_per_op"]
         ratios = ", ".join(f"{per_login / ms:.2f} x one hash by {name} ({ms:.1f} ms)"
                            for name, ms in results["argon2id_cpu_ms"].items())
         print(f"\npassword login: {per_login:.1f} CPU ms per login = {ratios}; target <= 1.25 x")
-    peer_login = next((c["peer"] for c in results["cells"] if c["workload"] == "code_flow_password"
-                       and "error" not in c.get("peer", {"error": 1})), None)
+    peer_login = password_login(results, "peer")
     if peer_login:
         per_login, hash_ms = 1000 * peer_login["cpu_s_per_op"], results["peer_argon2id_cpu_ms"]
         print(f"peer password login: {per_login:.1f} CPU ms per login = {per_login / hash_ms:.2f} x one hash by its "

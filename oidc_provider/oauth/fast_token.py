@@ -8,10 +8,15 @@ no `scope` or `resource` on a refresh. It authenticates the client with the same
 and issues through the same functions as the Authlib grants (server.py: client_credentials_issue,
 refresh_issue, refresh_id_token) and the same TokenService statements.
 
+A refresh is read first, answered (both tokens signed), and only then claimed: the claim and
+the successor are written together, on PostgreSQL in one autocommitted statement (two round
+trips in all, no row locked while signing), elsewhere in one transaction.
+
 It never answers an error. Anything else - a wrong secret, an unknown or spent refresh token,
-a repeated or unexpected parameter, a DPoP proof, an assertion, a public client, a failure
-before the commit - is rolled back and handed unchanged to the Flask endpoint, whose Authlib
-grants alone decide what is refused and how (a replayed refresh token revokes its family there).
+a repeated or unexpected parameter, a DPoP proof, an assertion, a public client, a token
+claimed by a concurrent use before ours, a failure before the write - is rolled back and
+handed unchanged to the Flask endpoint, whose Authlib grants alone decide what is refused and
+how (a replayed refresh token revokes its family there).
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ class TokenFastPath:
     def __init__(self, flask_wsgi_app, op, engine):
         self.flask = flask_wsgi_app
         self.op = op
-        self.connect = DriverConnection(engine).connect if engine.dialect.name == "postgresql" else engine.connect
+        self.one_statement = engine.dialect.name == "postgresql"  # TokenService.rotate
+        self.connect = DriverConnection(engine).connect if self.one_statement else engine.connect
         self.headers = JSON_HEADERS + every_answer_headers(op.settings.issuer_url.startswith("https://"))
         self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
         self.outages = outage_errors()
@@ -142,21 +148,22 @@ class TokenFastPath:
         if "refresh_token" not in form:
             return None
         tokens = self.op.tokens
-        with self.connect() as sql:  # leaving without a commit rolls the claim back
-            row, user_active = tokens.claim_refresh_token(form["refresh_token"][0], sql)
-            if row is None or not user_active or row.client_id != client.client_id or row.dpop_jkt:
+        with self.connect() as sql:  # leaving without a commit rolls back what was not committed
+            row = tokens.read_refresh_token(form["refresh_token"][0], sql)
+            if row is None or row.user_disabled is not False or row.client_id != client.client_id or row.dpop_jkt:
                 return None
             issued = refresh_issue(self.op, client, row, row.scope, [])
-            token = tokens.issue(issued, sql, commit=False)
+            token, successor = tokens.respond(issued)
             refresh_id_token(self.op, client, row, issued, token)
-            sql.commit()  # the rotation and its successor, once the answer is complete
-        return token
+            # the claim and the successor, once the answer is complete; a concurrent use that
+            # claimed the token first is the full endpoint's to judge (a replay revokes the family)
+            return token if tokens.rotate(row.token_hash, successor, sql, self.one_statement) else None
 
 
 class DriverConnection:
-    """The part of SQLAlchemy's Connection the rotation uses (execute, first, commit), on the
-    pool's own psycopg connection: its two statements are compiled once, so a rotation costs
-    its round trips and not SQLAlchemy's work per statement, which cost more than they did."""
+    """The part of SQLAlchemy's Connection the rotation uses (execute, first), on the pool's own
+    psycopg connection: its two statements are compiled once, so a rotation costs its round
+    trips and not SQLAlchemy's work per statement, which cost more than they did."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -164,17 +171,23 @@ class DriverConnection:
 
     @contextmanager
     def connect(self):
+        """Autocommit: each statement is its own transaction (a refresh's read, then its rotation)."""
         pooled = self.engine.raw_connection()
         try:
-            yield _Driver(pooled.driver_connection, self)
+            connection = pooled.driver_connection
+            connection.autocommit = True
+            try:
+                yield _Driver(connection, self)
+            finally:
+                connection.autocommit = False  # as the pool hands its connections out
         finally:
-            pooled.close()  # back to the pool, which rolls back what was not committed
+            pooled.close()
 
     def sql(self, statement, names: tuple[str, ...]) -> str:
-        """The statement as the driver's SQL; an INSERT's columns are the parameters given."""
+        """The statement as the driver's SQL; an INSERT...VALUES's columns are the parameters given."""
         key = (statement, names)
         if key not in self.compiled:
-            columns = list(names) if statement.is_insert else None
+            columns = list(names) if statement.is_insert and statement.select is None else None
             self.compiled[key] = str(statement.compile(dialect=self.engine.dialect, column_keys=columns))
         return self.compiled[key]
 
@@ -183,7 +196,6 @@ class _Driver:
     def __init__(self, connection, compiler: DriverConnection):
         self.connection = connection
         self.compiler = compiler
-        self.commit = connection.commit
 
     def execute(self, statement, params: dict):
         sql = self.compiler.sql(statement, tuple(params))

@@ -17,22 +17,31 @@ from dataclasses import dataclass
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 
 from ..extensions import db
 from ..models import RefreshToken, User
 
-# The refresh grant's statement, built once (building an expression costs more than running it):
-# the rotation claim, with the token's columns and its user's state, in one round trip
+# The refresh grant's statements, built once (building an expression costs more than running it)
 _TABLE = RefreshToken.__table__
 _USER_DISABLED = (db.select(User.disabled).where(User.id == _TABLE.c.user_id).scalar_subquery()
                   .label("user_disabled"))
-_CLAIM = (update(_TABLE)
-          .where(_TABLE.c.token_hash == bindparam("presented_hash"), _TABLE.c.rotated_at.is_(None),
-                 _TABLE.c.revoked_at.is_(None), _TABLE.c.expires_at > bindparam("now"))
-          .values(rotated_at=bindparam("now"))
-          .returning(*_TABLE.c, _USER_DISABLED))
+_LIVE = (_TABLE.c.token_hash == bindparam("presented_hash"), _TABLE.c.rotated_at.is_(None),
+         _TABLE.c.revoked_at.is_(None), _TABLE.c.expires_at > bindparam("now"))
+_CLAIMED = update(_TABLE).where(*_LIVE).values(rotated_at=bindparam("now"))
+# the Authlib grant's claim: the token's columns and its user's state, in one round trip
+_CLAIM = _CLAIMED.returning(*_TABLE.c, _USER_DISABLED)
 _INSERT = _TABLE.insert().inline()  # nothing reads the new row's id back
+# the fast path's (fast_token.py): a read, then the claim and the successor together
+_FIND = select(*_TABLE.c, _USER_DISABLED).where(*_LIVE)
+_CLAIM_ID = _CLAIMED.returning(_TABLE.c.id)
+_SUCCESSOR_COLUMNS = [column.name for column in _TABLE.c if column.name not in ("id", "rotated_at",
+                                                                               "revoked_at")]
+_ROTATE = (_TABLE.insert()  # PostgreSQL: one statement, atomic without a transaction
+           .from_select(_SUCCESSOR_COLUMNS,
+                        select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _SUCCESSOR_COLUMNS))
+                        .select_from(_CLAIM_ID.cte("claimed")))
+           .returning(_TABLE.c.id))
 
 
 def sha256_hex(value: str) -> str:
@@ -94,9 +103,16 @@ class TokenService:
         return client.config.access_token_lifetime or self.settings.lifetimes.access_token
 
     # -- issuing ---------------------------------------------------------------------
-    def issue(self, spec: Issue, sql=None, commit: bool = True) -> dict:
-        """The token response; a refresh token is stored through `sql` (the request's session, or
-        the fast path's connection: fast_token.py) and committed unless the caller will."""
+    def issue(self, spec: Issue) -> dict:
+        """The token response, its refresh token stored and committed with the request's session."""
+        token, successor = self.respond(spec)
+        if successor is not None:
+            db.session.execute(_INSERT, successor)
+            db.session.commit()
+        return token
+
+    def respond(self, spec: Issue) -> tuple[dict, dict | None]:
+        """The token response, and the row of its refresh token (None without one), not stored."""
         now = int(time.time())
         lifetime = self.access_token_lifetime(spec.client, spec.resources)
         jti = spec.access_jti or uuid.uuid4().hex
@@ -126,18 +142,12 @@ class TokenService:
         }
         if spec.scope:
             token["scope"] = spec.scope
-        if spec.include_refresh:
-            sql = sql or db.session
-            token["refresh_token"] = self._new_refresh_token(spec, now, jti, now + lifetime, sql)
-            if commit:
-                sql.commit()
-        return token
-
-    def _new_refresh_token(self, spec: Issue, now: int, access_jti: str, access_exp: int, sql) -> str:
-        value = secrets.token_urlsafe(32)
+        if not spec.include_refresh:
+            return token, None
+        token["refresh_token"] = secrets.token_urlsafe(32)
         client_lifetime = spec.client.config.refresh_token_lifetime or self.settings.lifetimes.refresh_token
-        row = dict(  # a plain INSERT: nothing reads the row back in this request
-            token_hash=sha256_hex(value),
+        return token, dict(
+            token_hash=sha256_hex(token["refresh_token"]),
             family_id=spec.family_id or uuid.uuid4().hex,
             client_id=spec.client.client_id,
             user_id=spec.sub,
@@ -146,13 +156,11 @@ class TokenService:
             auth=spec.auth.to_dict() if spec.auth else {},
             issued_at=now,
             expires_at=spec.refresh_expires_at or now + client_lifetime,
-            access_jti=access_jti,
-            access_exp=access_exp,
+            access_jti=jti,
+            access_exp=now + lifetime,
             # RFC 9449 5: confidential clients' refresh tokens are already bound by client authentication
             dpop_jkt=spec.dpop_jkt if spec.client.is_public else None,
         )
-        sql.execute(_INSERT, row)
-        return value
 
     def id_token(self, client, sub: str, auth: AuthContext, access_token: str | None, nonce: str | None) -> str:
         """OIDC Core 2 and 3.1.3.6; on refresh (12.2) the original auth_time, acr, amr, no nonce."""
@@ -202,20 +210,39 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
-    def claim_refresh_token(self, value: str, sql=None) -> tuple[RefreshToken | None, bool]:
-        """Mark a live token rotated and return it with whether its user exists and is active;
-        of concurrent uses exactly one gets it (the row stays locked until the request commits,
-        so a concurrent claim waits and then finds it rotated). Not committed here: `issue`
-        commits the claim together with its successor, one transaction per rotation, and a
-        request that fails in between rolls back and spends nothing."""
+    def claim_refresh_token(self, value: str, sql=None):
+        """Mark a live token rotated and return its row (the refresh_tokens columns and
+        `user_disabled`: NULL when there is no such user), else None. Of concurrent uses exactly
+        one gets it (the row stays locked until the request commits, so a concurrent claim waits
+        and then finds it rotated). Not committed here: `issue` commits the claim together with
+        its successor, one transaction per rotation, and a request that fails in between rolls
+        back and spends nothing. A row, not a RefreshToken: building a mapped object costs the
+        fast path more than its statement does."""
         if not value or len(value) > 512:
-            return None, False
-        row = (sql or db.session).execute(_CLAIM, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
-        if row is None:
-            return None, False
-        columns = row._asdict()
-        user_disabled = columns.pop("user_disabled")
-        return RefreshToken(**columns), user_disabled is False  # NULL: no such user
+            return None
+        return (sql or db.session).execute(_CLAIM, {"presented_hash": sha256_hex(value),
+                                                    "now": int(time.time())}).first()
+
+    def read_refresh_token(self, value: str, sql):
+        """A live token's row with `user_disabled` (NULL: no such user), else None; claimed by
+        nothing: `rotate` claims it once the answer is complete."""
+        if not value or len(value) > 512:
+            return None
+        return sql.execute(_FIND, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
+
+    def rotate(self, presented_hash: str, successor: dict, sql, one_statement: bool) -> bool:
+        """Claim the presented token and store its successor, committed together; False when a
+        concurrent use claimed it first (or it has just ended), and nothing was written. On
+        PostgreSQL (`one_statement`) a single autocommitted statement does both: one round trip,
+        no row locked while the answer was being signed."""
+        spent = {"presented_hash": presented_hash, "now": int(time.time())}
+        if one_statement:
+            return sql.execute(_ROTATE, {**successor, **spent}).first() is not None
+        if sql.execute(_CLAIM_ID, spent).first() is None:
+            return False
+        sql.execute(_INSERT, successor)
+        sql.commit()
+        return True
 
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()

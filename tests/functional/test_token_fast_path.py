@@ -179,3 +179,36 @@ def test_a_disabled_account_gets_no_refresh_the_fast_way(provider, user, full_en
         db.session.commit()
     answer = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
     assert answer.status_code == 400 and len(full_endpoint) == 1
+
+
+def test_a_token_claimed_elsewhere_while_the_answer_is_signed_is_the_endpoints_to_judge(provider, user,
+                                                                                      full_endpoint):
+    """The fast path reads the token, signs, and only then claims it: a concurrent use that got
+    there first leaves the fast path nothing to store, and the endpoint sees a replay."""
+    token = refresh_token_of(provider, user)
+    tokens = provider.app.extensions["op"].tokens
+    from oidc_provider.extensions import db
+    from oidc_provider.models import RefreshToken
+    from oidc_provider.oauth.tokens import sha256_hex
+
+    def concurrent_use_first(spec):
+        with provider.app.app_context():  # as a rotation in another worker would mark it
+            row = db.session.execute(db.select(RefreshToken).filter_by(token_hash=sha256_hex(token))).scalar_one()
+            row.rotated_at = row.issued_at
+            db.session.commit()
+        return type(tokens).respond(tokens, spec)
+
+    full_endpoint.clear()
+    tokens.respond = concurrent_use_first
+    try:
+        answer = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
+    finally:
+        del tokens.respond
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", answer.text
+    assert len(full_endpoint) == 1
+    with provider.app.app_context():
+        family = db.session.execute(db.select(RefreshToken.family_id)
+                                    .filter_by(token_hash=sha256_hex(token))).scalar_one()
+        rows = db.session.execute(db.select(RefreshToken).filter_by(family_id=family)).scalars().all()
+    # no successor stored; the family revoked (RFC 9700 4.14.2)
+    assert len(rows) == 1 and rows[0].revoked_at is not None

@@ -27,6 +27,7 @@ from ..errors import error_page, oauth_error
 from ..i18n import SUPPORTED as SUPPORTED_LOCALES
 from ..extensions import commit_pending, db
 from ..models import User, record_audit
+from ..models.users import claims_for_scope
 from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
 from ..observability import authorization_error, readiness, step_up_met
@@ -433,7 +434,7 @@ def userinfo():
     user = db.session.get(User, claims["sub"])
     if user is None or user.disabled:
         return _bearer_error("invalid_token", "The user is no longer active.", scheme=scheme)
-    response = jsonify({"sub": user.id, **user.claims_for_scope(scopes)})
+    response = jsonify({"sub": user.id, **claims_for_scope(user, scopes)})
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -1,4 +1,4 @@
-"""The token endpoint's two machine grants, answered before Flask.
+"""The token endpoint's two machine grants, and userinfo, answered before Flask.
 
 client_credentials and refresh_token are what services call thousands of times a second, and
 inside Flask, Werkzeug and Authlib their request costs about twice the RS256 signature it
@@ -17,6 +17,10 @@ a repeated or unexpected parameter, a DPoP proof, an assertion, a public client,
 claimed by a concurrent use before ours, a failure before the write - is rolled back and
 handed unchanged to the Flask endpoint, whose Authlib grants alone decide what is refused and
 how (a replayed refresh token revokes its family there).
+
+userinfo is answered for a Bearer access token of ours with `openid`, for this endpoint, of an
+active account: the same claims (models/users.py: claims_for_scope) from one autocommitted
+read of the account's columns; every refusal is the Flask endpoint's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from urllib.parse import parse_qs, unquote
 from psycopg.rows import namedtuple_row
 
 from ..errors import outage_errors
+from ..models.users import USERINFO_COLUMNS, claims_for_scope
 from ..observability import answered, request_id_for
 from ..security import every_answer_headers
 from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, refresh_id_token,
@@ -41,6 +46,7 @@ from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, refr
 log = logging.getLogger(__name__)
 
 PATH = "/oidc/token"
+USERINFO_PATH = "/oidc/userinfo"
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # The parameters of each grant's common shape (RFC 6749 4.4.2 and 6, RFC 8707 2.2); the form's
 # client_id and client_secret are client_secret_post's (RFC 6749 2.3.1).
@@ -49,6 +55,15 @@ FIELDS = {
     "refresh_token": {"grant_type", "refresh_token", "client_id", "client_secret"},
 }
 JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+USERINFO_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+
+def _authlib_json(document: dict) -> bytes:  # as Authlib's token response is written
+    return json.dumps(document, sort_keys=True).encode()
+
+
+def _flask_json(document: dict) -> bytes:  # as Flask's jsonify writes it
+    return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 class TokenFastPath:
@@ -59,32 +74,47 @@ class TokenFastPath:
         self.op = op
         self.one_statement = engine.dialect.name == "postgresql"  # TokenService.rotate
         self.connect = DriverConnection(engine).connect if self.one_statement else engine.connect
-        self.headers = JSON_HEADERS + every_answer_headers(op.settings.issuer_url.startswith("https://"))
+        always = every_answer_headers(op.settings.issuer_url.startswith("https://"))
+        self.routes = {  # (method, path): endpoint, answer, headers, how Flask writes the body
+            ("POST", PATH): ("oidc.token", self._token, JSON_HEADERS + always, _authlib_json),
+            ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, USERINFO_HEADERS + always, _flask_json),
+        }
         self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
         self.outages = outage_errors()
 
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+        route = self.routes.get((method, path))
+        if route is None:
             return self.flask(environ, start_response)
+        endpoint, answer, headers, dumps = route
         started = time.perf_counter()
-        form = self._form(environ)
-        token = grant_type = None
-        if form is not None:
-            grant_type = form["grant_type"][0]
-            try:
-                token = self._answer(environ, form, grant_type)
-            except self.outages:
-                pass  # nothing was written; the full endpoint meets the outage too, answers and logs it
-            except Exception:  # noqa: BLE001 - nothing was written: the full endpoint answers
-                log.warning("the token fast path failed; the full endpoint answers", exc_info=True)
-        if token is None:
+        try:
+            answered_with = answer(environ)
+        except self.outages:
+            answered_with = None  # nothing was written; the full endpoint meets the outage too, answers and logs it
+        except Exception:  # noqa: BLE001 - nothing was written: the full endpoint answers
+            log.warning("the fast path of %s failed; the full endpoint answers", path, exc_info=True)
+            answered_with = None
+        if answered_with is None:
             return self.flask(environ, start_response)
-        body = json.dumps(token, sort_keys=True).encode()  # as Flask's JSON provider writes it
+        document, grant_type = answered_with
+        body = dumps(document)
         request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID"))
-        start_response("200 OK", [*self.headers, ("Content-Length", str(len(body))), ("X-Request-ID", request_id)])
-        answered(self.op.settings, "POST", PATH, "oidc.token", 200, time.perf_counter() - started,
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body))), ("X-Request-ID", request_id)])
+        answered(self.op.settings, method, path, endpoint, 200, time.perf_counter() - started,
                  environ.get("REMOTE_ADDR"), request_id, grant_type)
         return [body]
+
+    # -- the token endpoint ----------------------------------------------------------------------
+
+    def _token(self, environ) -> tuple[dict, str] | None:
+        form = self._form(environ)
+        if form is None:
+            return None
+        grant_type = form["grant_type"][0]
+        token = self._answer(environ, form, grant_type)
+        return (token, grant_type) if token is not None else None
 
     def _form(self, environ) -> dict[str, list[str]] | None:
         """The form of a request in a shape we answer, else None; the body stays readable for Flask."""
@@ -158,6 +188,29 @@ class TokenFastPath:
             # the claim and the successor, once the answer is complete; a concurrent use that
             # claimed the token first is the full endpoint's to judge (a replay revokes the family)
             return token if tokens.rotate(row.token_hash, successor, sql, self.one_statement) else None
+
+
+    # -- userinfo ----------------------------------------------------------------------------------
+
+    def _userinfo(self, environ) -> tuple[dict, None] | None:
+        """OIDC Core 5.3 for a Bearer token of ours, for this endpoint, with openid, of an active
+        account; anything else (DPoP, a query, a body, any refusal) is the full endpoint's."""
+        scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if (scheme.lower() != "bearer" or environ.get("QUERY_STRING") or "HTTP_DPOP" in environ
+                or environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING")):
+            return None
+        claims = self.op.tokens.verify_access_token(value.strip())
+        if claims is None or "cnf" in claims:  # RFC 9449 7: a bound token is refused as a Bearer token there
+            return None
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        scopes = set((claims.get("scope") or "").split())
+        if self.op.settings.issuer_url not in audiences or "openid" not in scopes:
+            return None
+        with self.connect() as sql:
+            user = sql.execute(USERINFO_COLUMNS, {"id": claims["sub"]}).first()
+        if user is None or user.disabled:
+            return None
+        return {"sub": user.id, **claims_for_scope(user, scopes)}, None
 
 
 class DriverConnection:

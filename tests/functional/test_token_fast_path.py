@@ -15,20 +15,30 @@ VARYING_HEADERS = {"Date", "Server", "Content-Length", "X-Request-ID", "Connecti
 VARYING_CLAIMS = {"jti", "iat", "exp", "at_hash"}  # at_hash: of another access token
 
 
-@pytest.fixture
-def full_endpoint(provider):
-    """The token requests that reached the Flask app (the Authlib endpoint) during a test."""
+def reaching_flask(provider, path: str):
+    """The requests to `path` that reached the Flask app (the full endpoint) while it runs."""
     fast_path = provider.app.wsgi_app
     flask, reached = fast_path.flask, []
 
     def counting(environ, start_response):
-        if environ.get("PATH_INFO") == "/oidc/token":
+        if environ.get("PATH_INFO") == path:
             reached.append(environ.get("CONTENT_LENGTH"))
         return flask(environ, start_response)
 
     fast_path.flask = counting
     yield reached
     fast_path.flask = flask
+
+
+@pytest.fixture
+def full_endpoint(provider):
+    """The token requests that reached the Authlib endpoint during a test."""
+    yield from reaching_flask(provider, "/oidc/token")
+
+
+@pytest.fixture
+def full_userinfo(provider):
+    yield from reaching_flask(provider, "/oidc/userinfo")
 
 
 def jwt_parts(token: str) -> tuple[dict, dict]:
@@ -212,3 +222,65 @@ def test_a_token_claimed_elsewhere_while_the_answer_is_signed_is_the_endpoints_t
         rows = db.session.execute(db.select(RefreshToken).filter_by(family_id=family)).scalars().all()
     # no successor stored; the family revoked (RFC 9700 4.14.2)
     assert len(rows) == 1 and rows[0].revoked_at is not None
+
+
+# -- userinfo ----------------------------------------------------------------------------------------
+
+def access_token_of(provider, user, scope="openid profile email phone", **params) -> str:
+    code = UserAgent(provider).sign_in(user["username"], client_id="web", scope=scope, **params)["code"]
+    answer = token_request(provider, {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                      **({"resource": params["resource"]} if "resource" in params else {})})
+    return answer.json()["access_token"]
+
+
+def userinfo(provider, token: str, query: str = "", scheme: str = "Bearer", method: str = "GET"):
+    return requests.request(method, f"{provider.url}/oidc/userinfo{query}", timeout=10,
+                            headers={"Authorization": f"{scheme} {token}"})
+
+
+def test_userinfo_is_answered_before_flask_as_the_endpoint_would(provider, user, full_userinfo):
+    token = access_token_of(provider, user)
+    fast = userinfo(provider, token)
+    assert not full_userinfo
+    full = userinfo(provider, token, query="?full_way=1")  # a query string: the full endpoint (it ignores it)
+    assert len(full_userinfo) == 1
+    assert fast.status_code == full.status_code == 200, (fast.text, full.text)
+    assert {k: v for k, v in fast.headers.items() if k not in VARYING_HEADERS} == \
+        {k: v for k, v in full.headers.items() if k not in VARYING_HEADERS}
+    assert fast.content == full.content
+    assert fast.json() == {"sub": user["sub"], "preferred_username": user["username"], "name": "Ada Lovelace",
+                           "email": f"{user['username']}@example.com", "email_verified": True, "phone_number": "+15550123",
+                           "phone_number_verified": True}
+
+
+@pytest.mark.parametrize("case", ["no openid", "another resource", "revoked", "disabled account", "DPoP scheme",
+                                  "not a token", "POST"])
+def test_every_other_userinfo_request_reaches_the_endpoint(provider, user, full_userinfo, case):
+    token = access_token_of(provider, user, scope="profile" if case == "no openid" else "openid profile",
+                            **({"resource": "https://api.example.com"} if case == "another resource" else {}))
+    full_userinfo.clear()
+    scheme, method, expected = "Bearer", "GET", (401, "invalid_token")
+    if case == "no openid":
+        expected = 403, "insufficient_scope"
+    elif case == "revoked":
+        revoked = requests.post(f"{provider.url}/oidc/revoke", data={"token": token}, timeout=10,
+                                auth=("web", provider.secrets["web"]))
+        assert revoked.status_code == 200
+    elif case == "disabled account":
+        with provider.app.app_context():
+            from oidc_provider.extensions import db
+            from oidc_provider.models import User
+
+            db.session.get(User, user["sub"]).disabled = True
+            db.session.commit()
+    elif case == "DPoP scheme":  # a Bearer token sent as DPoP (RFC 9449 7.1)
+        scheme = "DPoP"
+    elif case == "not a token":
+        token = "not-a-token"
+    elif case == "POST":  # OIDC Core 5.3.1 allows it; the full endpoint answers it
+        method, expected = "POST", (200, None)
+    answer = userinfo(provider, token, scheme=scheme, method=method)
+    assert len(full_userinfo) == 1, case
+    assert answer.status_code == expected[0], answer.text
+    if expected[1]:
+        assert expected[1] in answer.headers["WWW-Authenticate"]

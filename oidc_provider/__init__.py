@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask
@@ -36,6 +36,7 @@ class Provider:
     secret_box: object = None  # encrypts reversible secrets at rest (crypto.py)
     policy: object = None  # config/policy.yaml, reloaded on change (settings/policy.py)
     geoip_cache: dict = None  # GeoIP readers by database path (authn/signin.py)
+    documents: dict = field(default_factory=dict)  # published, serialized once (oauth/endpoints.py)
     devices: object = None
     factors: object = None  # built from the services above
     challenges: object = None  # factor challenges and abandons, for the metrics (observability.py)

@@ -109,31 +109,31 @@ def mfa_grant_types() -> tuple[str, ...]:
     return GRANT_TYPES
 
 
-def _cached_json(name: str, build) -> Response:
-    cache = current_app.extensions.setdefault("op.cache", {})
-    body = cache.get(name)
-    if body is None:
-        body = cache[name] = json.dumps(build(), separators=(",", ":")).encode()
-    return Response(body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
+def published(op, path: str) -> tuple[bytes, list[tuple[str, str]]] | None:
+    """The bytes and headers of a published document (discovery, JWKS), else None. Discovery
+    is serialized once (the settings it shows do not change while the provider runs); the key
+    ring keeps its JWKS bytes. Flask's views and the fast path (fast_token.py) answer with it."""
+    if path == "/oidc/jwks":
+        return op.keyring.jwks_bytes, [("Content-Type", "application/jwk-set+json"),
+                                       ("Cache-Control", "public, max-age=60")]
+    if path not in DISCOVERY_PATHS:
+        return None
+    if "discovery" not in op.documents:
+        op.documents["discovery"] = json.dumps(discovery_document(op), separators=(",", ":")).encode()
+    return op.documents["discovery"], [("Content-Type", "application/json"), ("Cache-Control", "public, max-age=300")]
 
 
-@bp.get("/.well-known/openid-configuration")
-def discovery():
-    return _cached_json("discovery", lambda: discovery_document(current_op()))
+DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 
 
-@bp.get("/.well-known/oauth-authorization-server")
-def oauth_metadata():
-    return _cached_json("discovery", lambda: discovery_document(current_op()))
+def _published():
+    body, headers = published(current_op(), request.path)
+    return Response(body, headers=headers)
 
 
-@bp.get("/oidc/jwks")
-def jwks():
-    return Response(
-        current_op().keyring.jwks_bytes,
-        mimetype="application/jwk-set+json",
-        headers={"Cache-Control": "public, max-age=60"},
-    )
+bp.add_url_rule(DISCOVERY_PATHS[0], "discovery", _published)
+bp.add_url_rule(DISCOVERY_PATHS[1], "oauth_metadata", _published)
+bp.add_url_rule("/oidc/jwks", "jwks", _published)
 
 
 # -- authorization -----------------------------------------------------------------------

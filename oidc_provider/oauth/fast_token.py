@@ -1,4 +1,4 @@
-"""The token endpoint's two machine grants, and userinfo, answered before Flask.
+"""The token endpoint's two machine grants, userinfo, discovery and JWKS, answered before Flask.
 
 client_credentials and refresh_token are what services call thousands of times a second, and
 inside Flask, Werkzeug and Authlib their request costs about twice the RS256 signature it
@@ -20,7 +20,8 @@ how (a replayed refresh token revokes its family there).
 
 userinfo is answered for a Bearer access token of ours with `openid`, for this endpoint, of an
 active account: the same claims (models/users.py: claims_for_scope) from one autocommitted
-read of the account's columns; every refusal is the Flask endpoint's.
+read of the account's columns; every refusal is the Flask endpoint's. Discovery and JWKS are
+the bytes Flask's views send (endpoints.py: published).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..errors import outage_errors
 from ..models.users import USERINFO_COLUMNS, claims_for_scope
 from ..observability import answered, request_id_for
 from ..security import every_answer_headers
+from .endpoints import published
 from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, refresh_id_token,
                      refresh_issue)
 
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 PATH = "/oidc/token"
 USERINFO_PATH = "/oidc/userinfo"
+PUBLISHED = {"/.well-known/openid-configuration": "oidc.discovery",
+             "/.well-known/oauth-authorization-server": "oidc.oauth_metadata", "/oidc/jwks": "oidc.jwks"}
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # The parameters of each grant's common shape (RFC 6749 4.4.2 and 6, RFC 8707 2.2); the form's
 # client_id and client_secret are client_secret_post's (RFC 6749 2.3.1).
@@ -58,13 +62,6 @@ JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-stor
 USERINFO_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
 
-def _authlib_json(document: dict) -> bytes:  # as Authlib's token response is written
-    return json.dumps(document, sort_keys=True).encode()
-
-
-def _flask_json(document: dict) -> bytes:  # as Flask's jsonify writes it
-    return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode()
-
 
 class TokenFastPath:
     """WSGI middleware in front of the Flask app (`app.wsgi_app`)."""
@@ -75,9 +72,10 @@ class TokenFastPath:
         self.one_statement = engine.dialect.name == "postgresql"  # TokenService.rotate
         self.connect = DriverConnection(engine).connect if self.one_statement else engine.connect
         always = every_answer_headers(op.settings.issuer_url.startswith("https://"))
-        self.routes = {  # (method, path): endpoint, answer, headers, how Flask writes the body
-            ("POST", PATH): ("oidc.token", self._token, JSON_HEADERS + always, _authlib_json),
-            ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, USERINFO_HEADERS + always, _flask_json),
+        self.routes = {  # (method, path): the endpoint's name, the answer (body, headers, grant), headers
+            ("POST", PATH): ("oidc.token", self._token, JSON_HEADERS + always),
+            ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, USERINFO_HEADERS + always),
+            **{("GET", path): (endpoint, self._published, always) for path, endpoint in PUBLISHED.items()},
         }
         self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
         self.outages = outage_errors()
@@ -87,7 +85,7 @@ class TokenFastPath:
         route = self.routes.get((method, path))
         if route is None:
             return self.flask(environ, start_response)
-        endpoint, answer, headers, dumps = route
+        endpoint, answer, headers = route
         started = time.perf_counter()
         try:
             answered_with = answer(environ)
@@ -98,23 +96,32 @@ class TokenFastPath:
             answered_with = None
         if answered_with is None:
             return self.flask(environ, start_response)
-        document, grant_type = answered_with
-        body = dumps(document)
+        body, own_headers, grant_type = answered_with
         request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID"))
-        start_response("200 OK", [*headers, ("Content-Length", str(len(body))), ("X-Request-ID", request_id)])
+        start_response("200 OK", [*own_headers, *headers, ("Content-Length", str(len(body))),
+                                  ("X-Request-ID", request_id)])
         answered(self.op.settings, method, path, endpoint, 200, time.perf_counter() - started,
                  environ.get("REMOTE_ADDR"), request_id, grant_type)
         return [body]
 
+    def _published(self, environ):
+        """Discovery and JWKS, the bytes the Flask views send (endpoints.py: published)."""
+        if environ.get("QUERY_STRING"):
+            return None
+        body, headers = published(self.op, environ["PATH_INFO"])
+        return body, headers, None
+
     # -- the token endpoint ----------------------------------------------------------------------
 
-    def _token(self, environ) -> tuple[dict, str] | None:
+    def _token(self, environ):
         form = self._form(environ)
         if form is None:
             return None
         grant_type = form["grant_type"][0]
         token = self._answer(environ, form, grant_type)
-        return (token, grant_type) if token is not None else None
+        if token is None:
+            return None
+        return json.dumps(token, sort_keys=True).encode(), (), grant_type  # as Authlib writes a token response
 
     def _form(self, environ) -> dict[str, list[str]] | None:
         """The form of a request in a shape we answer, else None; the body stays readable for Flask."""
@@ -192,7 +199,7 @@ class TokenFastPath:
 
     # -- userinfo ----------------------------------------------------------------------------------
 
-    def _userinfo(self, environ) -> tuple[dict, None] | None:
+    def _userinfo(self, environ):
         """OIDC Core 5.3 for a Bearer token of ours, for this endpoint, with openid, of an active
         account; anything else (DPoP, a query, a body, any refusal) is the full endpoint's."""
         scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
@@ -210,7 +217,8 @@ class TokenFastPath:
             user = sql.execute(USERINFO_COLUMNS, {"id": claims["sub"]}).first()
         if user is None or user.disabled:
             return None
-        return {"sub": user.id, **claims_for_scope(user, scopes)}, None
+        document = {"sub": user.id, **claims_for_scope(user, scopes)}
+        return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode(), (), None  # as jsonify
 
 
 class DriverConnection:

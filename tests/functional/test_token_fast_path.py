@@ -284,3 +284,29 @@ def test_every_other_userinfo_request_reaches_the_endpoint(provider, user, full_
     assert answer.status_code == expected[0], answer.text
     if expected[1]:
         assert expected[1] in answer.headers["WWW-Authenticate"]
+
+
+# -- discovery and JWKS ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
+                                  "/oidc/jwks"])
+def test_published_documents_are_answered_before_flask_as_the_views_would(provider, path):
+    reached = reaching_flask(provider, path)
+    counted = next(reached)
+    try:
+        fast = requests.get(f"{provider.url}{path}", timeout=10)
+        assert not counted
+        full = requests.get(f"{provider.url}{path}?full_way=1", timeout=10)  # a query: Flask's view
+        head = requests.head(f"{provider.url}{path}", timeout=10)  # HEAD: Flask's view
+        assert len(counted) == 2
+    finally:
+        next(reached, None)
+    assert fast.status_code == full.status_code == head.status_code == 200
+    assert {k: v for k, v in fast.headers.items() if k not in VARYING_HEADERS} == \
+        {k: v for k, v in full.headers.items() if k not in VARYING_HEADERS} == \
+        {k: v for k, v in head.headers.items() if k not in VARYING_HEADERS}
+    assert fast.content == full.content and fast.headers["Content-Length"] == head.headers["Content-Length"]
+    if "well-known" in path:
+        assert fast.json()["issuer"] == provider.url
+    else:
+        assert fast.json()["keys"]

@@ -1,4 +1,4 @@
-"""The token endpoint's two machine grants, userinfo, discovery and JWKS, answered before Flask.
+"""The hot endpoints answered before Flask: two token grants, userinfo, introspection, discovery, JWKS.
 
 client_credentials and refresh_token are what services call thousands of times a second, and
 inside Flask, Werkzeug and Authlib their request costs about twice the RS256 signature it
@@ -20,8 +20,9 @@ how (a replayed refresh token revokes its family there).
 
 userinfo is answered for a Bearer access token of ours with `openid`, for this endpoint, of an
 active account: the same claims (models/users.py: claims_for_scope) from one autocommitted
-read of the account's columns; every refusal is the Flask endpoint's. Discovery and JWKS are
-the bytes Flask's views send (endpoints.py: published).
+read of the account's columns; introspection for an active access token asked by a client
+allowed to see it; every refusal and every other answer is the Flask endpoint's. Discovery
+and JWKS are the bytes Flask's views send (endpoints.py: published).
 """
 
 from __future__ import annotations
@@ -49,18 +50,27 @@ log = logging.getLogger(__name__)
 
 PATH = "/oidc/token"
 USERINFO_PATH = "/oidc/userinfo"
+INTROSPECTION_PATH = "/oidc/introspect"
 PUBLISHED = {"/.well-known/openid-configuration": "oidc.discovery",
              "/.well-known/oauth-authorization-server": "oidc.oauth_metadata", "/oidc/jwks": "oidc.jwks"}
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # The parameters of each grant's common shape (RFC 6749 4.4.2 and 6, RFC 8707 2.2); the form's
 # client_id and client_secret are client_secret_post's (RFC 6749 2.3.1).
-FIELDS = {
+GRANT_FIELDS = {
     "client_credentials": {"grant_type", "scope", "resource", "client_id", "client_secret"},
     "refresh_token": {"grant_type", "refresh_token", "client_id", "client_secret"},
 }
-JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
-USERINFO_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+TOKEN_FIELDS = set().union(*GRANT_FIELDS.values())
+INTROSPECTION_FIELDS = {"token", "token_type_hint", "client_id", "client_secret"}  # RFC 7662 2.1
+TOKEN_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+NO_STORE_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
+
+
+
+def _as_jsonify(document: dict) -> bytes:
+    """The bytes of Flask's jsonify (sorted keys, compact, a newline)."""
+    return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 class TokenFastPath:
@@ -73,8 +83,9 @@ class TokenFastPath:
         self.connect = DriverConnection(engine).connect if self.one_statement else engine.connect
         always = every_answer_headers(op.settings.issuer_url.startswith("https://"))
         self.routes = {  # (method, path): the endpoint's name, the answer (body, headers, grant), headers
-            ("POST", PATH): ("oidc.token", self._token, JSON_HEADERS + always),
-            ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, USERINFO_HEADERS + always),
+            ("POST", PATH): ("oidc.token", self._token, TOKEN_HEADERS + always),
+            ("POST", INTROSPECTION_PATH): ("oidc.introspect", self._introspection, NO_STORE_JSON + always),
+            ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, NO_STORE_JSON + always),
             **{("GET", path): (endpoint, self._published, always) for path, endpoint in PUBLISHED.items()},
         }
         self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
@@ -114,17 +125,18 @@ class TokenFastPath:
     # -- the token endpoint ----------------------------------------------------------------------
 
     def _token(self, environ):
-        form = self._form(environ)
-        if form is None:
+        form = self._form(environ, TOKEN_FIELDS)
+        grant_type = form.get("grant_type", [None])[0] if form else None
+        if grant_type not in GRANT_FIELDS or not form.keys() <= GRANT_FIELDS[grant_type]:
             return None
-        grant_type = form["grant_type"][0]
         token = self._answer(environ, form, grant_type)
         if token is None:
             return None
         return json.dumps(token, sort_keys=True).encode(), (), grant_type  # as Authlib writes a token response
 
-    def _form(self, environ) -> dict[str, list[str]] | None:
-        """The form of a request in a shape we answer, else None; the body stays readable for Flask."""
+    def _form(self, environ, fields: set[str]) -> dict[str, list[str]] | None:
+        """The form of a request in a shape we answer (no parameter but `fields`), else None; the
+        body stays readable for Flask."""
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded" or "HTTP_DPOP" in environ:
             return None
@@ -140,9 +152,8 @@ class TokenFastPath:
             form = parse_qs(body.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict")
         except ValueError:  # also UnicodeDecodeError
             return None
-        grant_type = form.get("grant_type", [None])[0]
         limit = self.op.settings.max_parameter_length
-        if grant_type not in FIELDS or not form.keys() <= FIELDS[grant_type]:
+        if not form.keys() <= fields:
             return None
         for name, values in form.items():
             if len(values) > 1 and name not in REPEATABLE_TOKEN_PARAMETERS or any(len(v) > limit for v in values):
@@ -217,8 +228,26 @@ class TokenFastPath:
             user = sql.execute(USERINFO_COLUMNS, {"id": claims["sub"]}).first()
         if user is None or user.disabled:
             return None
-        document = {"sub": user.id, **claims_for_scope(user, scopes)}
-        return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode(), (), None  # as jsonify
+        return _as_jsonify({"sub": user.id, **claims_for_scope(user, scopes)}), (), None
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def _introspection(self, environ):
+        """RFC 7662 for an active access token of ours, asked by a client allowed to see it
+        (endpoints.py: introspect); a refresh token, an inactive token, any refusal: Flask's."""
+        form = self._form(environ, INTROSPECTION_FIELDS)
+        if not form or "token" not in form:
+            return None
+        client = self._client(environ.get("HTTP_AUTHORIZATION"), form)
+        claims = client and self.op.tokens.verify_access_token(form["token"][0])
+        if not claims:
+            return None
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if not (client.config.can_introspect or claims["client_id"] == client.client_id
+                or client.client_id in audiences):
+            return None
+        answer = {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
+        return _as_jsonify(answer), (), None
 
 
 class DriverConnection:

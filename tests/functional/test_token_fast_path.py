@@ -310,3 +310,67 @@ def test_published_documents_are_answered_before_flask_as_the_views_would(provid
         assert fast.json()["issuer"] == provider.url
     else:
         assert fast.json()["keys"]
+
+
+# -- introspection -----------------------------------------------------------------------------------
+
+def introspect(provider, token: str, client: str = "resource-server", extra: dict | None = None):
+    return requests.post(f"{provider.url}/oidc/introspect", data={"token": token, **(extra or {})},
+                         auth=(client, provider.secrets[client]), timeout=10)
+
+
+def test_introspection_is_answered_before_flask_as_the_endpoint_would(provider, user):
+    token = access_token_of(provider, user, resource="https://api.example.com")
+    reached = reaching_flask(provider, "/oidc/introspect")
+    counted = next(reached)
+    try:
+        fast = introspect(provider, token)
+        assert not counted
+        full = introspect(provider, token, extra=FULL_WAY)
+        assert len(counted) == 1
+    finally:
+        next(reached, None)
+    assert fast.status_code == full.status_code == 200, (fast.text, full.text)
+    assert {k: v for k, v in fast.headers.items() if k not in VARYING_HEADERS} == \
+        {k: v for k, v in full.headers.items() if k not in VARYING_HEADERS}
+    assert fast.content == full.content
+    answer = fast.json()
+    assert answer["active"] is True and answer["sub"] == user["sub"] and answer["token_type"] == "Bearer"
+    assert answer["amr"] == ["pwd"] and answer["aud"] == "https://api.example.com" and answer["auth_time"]
+
+
+@pytest.mark.parametrize("case", ["refresh token", "revoked", "not a token", "client not allowed", "wrong secret",
+                                  "no token"])
+def test_every_other_introspection_reaches_the_endpoint(provider, user, case):
+    tokens = token_request(provider, {
+        "grant_type": "authorization_code", "redirect_uri": REDIRECT,
+        "code": UserAgent(provider).sign_in(user["username"], client_id="web", scope="openid offline_access")["code"],
+    }).json()
+    token, client, extra, expected = tokens["access_token"], "resource-server", None, (200, False)
+    if case == "refresh token":
+        token, expected = tokens["refresh_token"], (200, True)
+    elif case == "revoked":
+        assert requests.post(f"{provider.url}/oidc/revoke", data={"token": token}, timeout=10,
+                             auth=("web", provider.secrets["web"])).status_code == 200
+    elif case == "not a token":
+        token = "not-a-token"
+    elif case == "client not allowed":  # neither the token's client, nor an audience, nor can_introspect
+        client = "backend"
+    elif case == "wrong secret":
+        expected = 401, None
+    elif case == "no token":
+        token, expected = "", (400, None)
+    reached = reaching_flask(provider, "/oidc/introspect")
+    counted = next(reached)
+    try:
+        if case == "wrong secret":
+            answer = requests.post(f"{provider.url}/oidc/introspect", data={"token": token}, timeout=10,
+                                   auth=("resource-server", "not-the-secret"))
+        else:
+            answer = introspect(provider, token, client, extra)
+        assert len(counted) == 1, case
+    finally:
+        next(reached, None)
+    assert answer.status_code == expected[0], answer.text
+    if expected[1] is not None:
+        assert answer.json()["active"] is expected[1]

@@ -79,7 +79,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .oauth.keys import KeyRing, MasterSecret
     from .observability import ChallengeTracker, configure_logging
     from .observability import init_app as init_observability
-    from .oauth.fast_token import TokenFastPath
+    from .oauth.fast_path import FastPath
     from .oauth.server import create_authorization_server
     from .oauth.tokens import TokenService
     from .settings.clients import ClientRegistry
@@ -152,7 +152,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.challenges = ChallengeTracker(store, settings.lifetimes.interaction, [f.id for f in op.factors])
     app.extensions["op"] = op
     op.server = create_authorization_server(app, op)
-    app.wsgi_app = TokenFastPath(app.wsgi_app, op, engine)  # the hot grants before Flask (oauth/fast_token.py)
+    app.wsgi_app = FastPath(app.wsgi_app, op, engine)  # the hot endpoints before Flask (oauth/fast_path.py)
 
     from .oauth.endpoints import bp as oidc_bp
     from .views import (account, account_security, admin_api, direct_api, federation, interaction, push, recovery,

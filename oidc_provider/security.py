@@ -13,7 +13,7 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 
 def every_answer_headers(https: bool) -> list[tuple[str, str]]:
-    """What any answer carries, a page or not (also the token fast path's: oauth/fast_token.py)."""
+    """What any answer carries, a page or not (also the token fast path's: oauth/fast_path.py)."""
     headers = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
     return headers + [("Strict-Transport-Security", HSTS)] if https else headers
 

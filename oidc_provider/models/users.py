@@ -78,7 +78,7 @@ def claims_for_scope(user, scopes: set[str]) -> dict:
     return claims
 
 
-# What userinfo reads of an account, without loading it (oauth/fast_token.py)
+# What userinfo reads of an account, without loading it (oauth/fast_path.py)
 USERINFO_COLUMNS = db.select(User.id, User.disabled, User.username, User.name, User.email, User.email_verified,
                              User.phone_number, User.phone_number_verified).where(User.id == bindparam("id"))
 

@@ -112,7 +112,7 @@ def mfa_grant_types() -> tuple[str, ...]:
 def published(op, path: str) -> tuple[bytes, list[tuple[str, str]]] | None:
     """The bytes and headers of a published document (discovery, JWKS), else None. Discovery
     is serialized once (the settings it shows do not change while the provider runs); the key
-    ring keeps its JWKS bytes. Flask's views and the fast path (fast_token.py) answer with it."""
+    ring keeps its JWKS bytes. Flask's views and the fast path (fast_path.py) answer with it."""
     if path == "/oidc/jwks":
         return op.keyring.jwks_bytes, [("Content-Type", "application/jwk-set+json"),
                                        ("Cache-Control", "public, max-age=60")]

@@ -103,7 +103,7 @@ def token_resources(asked_values: list[str], granted: tuple[str, ...], settings)
     return asked
 
 
-# -- what the two hot grants issue: shared by their Authlib grants and the fast path (fast_token.py)
+# -- what the two hot grants issue: shared by their Authlib grants and the fast path (fast_path.py)
 
 def client_credentials_issue(op, client, scope: str | None, asked_resources: list[str], dpop_jkt=None) -> Issue:
     # RFC 6749 3.3: grant what the client is registered for, never more

@@ -32,7 +32,7 @@ _CLAIMED = update(_TABLE).where(*_LIVE).values(rotated_at=bindparam("now"))
 # the Authlib grant's claim: the token's columns and its user's state, in one round trip
 _CLAIM = _CLAIMED.returning(*_TABLE.c, _USER_DISABLED)
 _INSERT = _TABLE.insert().inline()  # nothing reads the new row's id back
-# the fast path's (fast_token.py): a read, then the claim and the successor together
+# the fast path's (fast_path.py): a read, then the claim and the successor together
 _FIND = select(*_TABLE.c, _USER_DISABLED).where(*_LIVE)
 _CLAIM_ID = _CLAIMED.returning(_TABLE.c.id)
 _SUCCESSOR_COLUMNS = [column.name for column in _TABLE.c if column.name not in ("id", "rotated_at",

@@ -1,5 +1,5 @@
-"""The token endpoint's fast path (oauth/fast_token.py): what it answers is what the Authlib
-endpoint answers, and every other request reaches that endpoint unchanged, with nothing spent."""
+"""The fast path (oauth/fast_path.py): what it answers is what the Flask endpoint answers, and
+every other request reaches that endpoint unchanged, with nothing spent."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The hot endpoints answered before Flask: two token grants, userinfo, introspection, discovery, JWKS.
+"""The hot endpoints, answered before Flask: the machine grants, userinfo, introspection, keys.
 
 client_credentials and refresh_token are what services call thousands of times a second, and
 inside Flask, Werkzeug and Authlib their request costs about twice the RS256 signature it
@@ -73,7 +73,7 @@ def _as_jsonify(document: dict) -> bytes:
     return (json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-class TokenFastPath:
+class FastPath:
     """WSGI middleware in front of the Flask app (`app.wsgi_app`)."""
 
     def __init__(self, flask_wsgi_app, op, engine):

@@ -48,12 +48,11 @@ from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, refr
 
 log = logging.getLogger(__name__)
 
-PATH = "/oidc/token"
+TOKEN_PATH = "/oidc/token"
 USERINFO_PATH = "/oidc/userinfo"
 INTROSPECTION_PATH = "/oidc/introspect"
 PUBLISHED = {"/.well-known/openid-configuration": "oidc.discovery",
              "/.well-known/oauth-authorization-server": "oidc.oauth_metadata", "/oidc/jwks": "oidc.jwks"}
-SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # The parameters of each grant's common shape (RFC 6749 4.4.2 and 6, RFC 8707 2.2); the form's
 # client_id and client_secret are client_secret_post's (RFC 6749 2.3.1).
 GRANT_FIELDS = {
@@ -64,8 +63,6 @@ TOKEN_FIELDS = set().union(*GRANT_FIELDS.values())
 INTROSPECTION_FIELDS = {"token", "token_type_hint", "client_id", "client_secret"}  # RFC 7662 2.1
 TOKEN_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 NO_STORE_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-
-
 
 
 def _as_jsonify(document: dict) -> bytes:
@@ -83,7 +80,7 @@ class FastPath:
         self.connect = DriverConnection(engine).connect if self.one_statement else engine.connect
         always = every_answer_headers(op.settings.issuer_url.startswith("https://"))
         self.routes = {  # (method, path): the endpoint's name, the answer (body, headers, grant), headers
-            ("POST", PATH): ("oidc.token", self._token, TOKEN_HEADERS + always),
+            ("POST", TOKEN_PATH): ("oidc.token", self._token, TOKEN_HEADERS + always),
             ("POST", INTROSPECTION_PATH): ("oidc.introspect", self._introspection, NO_STORE_JSON + always),
             ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, NO_STORE_JSON + always),
             **{("GET", path): (endpoint, self._published, always) for path, endpoint in PUBLISHED.items()},
@@ -206,7 +203,6 @@ class FastPath:
             # the claim and the successor, once the answer is complete; a concurrent use that
             # claimed the token first is the full endpoint's to judge (a replay revokes the family)
             return token if tokens.rotate(row.token_hash, successor, sql, self.one_statement) else None
-
 
     # -- userinfo ----------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class Provider:
     policy: object = None  # config/policy.yaml, reloaded on change (settings/policy.py)
     geoip_cache: dict = None  # GeoIP readers by database path (authn/signin.py)
     documents: dict = field(default_factory=dict)  # published, serialized once (oauth/endpoints.py)
+    serving_hooks: list = field(default_factory=list)  # run at a process's first request (oauth/fast_path.py)
     devices: object = None
     factors: object = None  # built from the services above
     challenges: object = None  # factor challenges and abandons, for the metrics (observability.py)

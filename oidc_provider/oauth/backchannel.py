@@ -170,7 +170,6 @@ def init_app(app, op) -> None:
         return
     started, lock = [], threading.Lock()
 
-    @app.before_request
     def start_sweeper():  # only a process that serves requests sweeps (not each CLI command)
         if not started:
             with lock:
@@ -178,6 +177,8 @@ def init_app(app, op) -> None:
                     started.append(threading.Thread(target=_sweeper, args=(app, op, interval),
                                                     name="session-sweeper", daemon=True))
                     started[0].start()
+
+    op.serving_hooks.append(start_sweeper)
 
 
 def _sweeper(app, op, interval: int) -> None:

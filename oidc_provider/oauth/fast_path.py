@@ -87,8 +87,13 @@ class FastPath:
         }
         self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
         self.outages = outage_errors()
+        self.serving = False
 
     def __call__(self, environ, start_response):
+        if not self.serving:  # every request passes here, answered here or by Flask
+            self.serving = True
+            for hook in self.op.serving_hooks:  # each starts its work once (a concurrent first call may run it too)
+                hook()
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
         route = self.routes.get((method, path))
         if route is None:

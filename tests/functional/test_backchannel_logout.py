@@ -322,6 +322,24 @@ def test_an_expired_session_is_swept_by_the_app_and_its_clients_are_told(short_s
     assert len(rps.tokens("/a")) == 1  # swept once
 
 
+def test_a_process_whose_first_request_never_reaches_flask_sweeps_too(tmp_path_factory, rps):
+    """The sweeper starts at a process's first request, also one the fast path answers."""
+    def sweepers():
+        return sum(thread.name == "session-sweeper" for thread in threading.enumerate())
+
+    running, stop = start_provider(tmp_path_factory.mktemp("sweep-fast"), "sqlite-sql", extra_settings=lambda port: {
+        **settings_for(port, sweep_interval=1)})
+    try:
+        before = sweepers()
+        assert requests.get(f"{running.url}/oidc/jwks", timeout=10).status_code == 200  # answered before Flask
+        assert sweepers() == before + 1
+        assert requests.get(f"{running.url}/.well-known/openid-configuration", timeout=10).status_code == 200
+        assert sweepers() == before + 1  # once per process
+    finally:
+        outbox(running.app).stop()
+        stop()
+
+
 def test_sessions_sweep_from_the_command_line(tmp_path_factory, rps):
     running, stop = start_provider(tmp_path_factory.mktemp("sweep-cli"), "sqlite-sql", extra_settings=lambda port: {
         **settings_for(port), "lifetimes": {"session": 1}})

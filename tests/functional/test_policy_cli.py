@@ -191,8 +191,15 @@ EXPLAIN_CASES = [
 ]
 
 
+# A case that names no time is explained at a weekday noon: at the weekend's night the rule
+# 'night' would decide instead (22:00-06:00 Europe/Paris, Saturday and Sunday)
+WEEKDAY_NOON = "2024-05-08T12:00:00Z"
+
+
 @pytest.mark.parametrize("args, decision, reason", EXPLAIN_CASES)
 def test_explain(home, args, decision, reason):
+    if "--at" not in args:
+        args = [*args, "--at", WEEKDAY_NOON]
     out = cli(home, "policy", "explain", *args).stdout
     assert field(out, "decision") == decision, out
     assert reason in field(out, "reason"), out

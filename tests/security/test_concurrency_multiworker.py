@@ -342,7 +342,9 @@ def test_a_password_reset_link_raced_across_workers_is_used_once(op, plain_smtp)
     choose = agent.go(op.url + winner.headers["Location"])
     assert "Choose a new password" in choose.text, choose.text[:300]
     answers = race_form(agent, choose, {"password": "a brand new passphrase", "repeat": "a brand new passphrase"})
-    assert statuses(answers) == [303] + [400] * (RACERS - 1)
+    # one applies it (303); those that meet the spent link get 400; one that arrives after the
+    # winner has closed the reset is sent back to the login (303): applied once either way
+    assert 303 in statuses(answers) and set(statuses(answers)) <= {303, 400}, statuses(answers)
     assert len(audit(op, person["sub"], "password.reset")) == 1
 
 

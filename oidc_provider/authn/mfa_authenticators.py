@@ -32,6 +32,7 @@ from ..i18n import gettext
 from ..delivery import spell_digits
 from ..extensions import db
 from ..models import Authenticator, User, confirmed_authenticators, record_audit
+from ..oauth.tokens import audiences
 from .chain import next_choices
 from .factors import Verification
 from .factors.push import ENROLLMENT as PUSH_ENROLLMENT
@@ -85,11 +86,6 @@ class Holder:
 
 def _tag(*parts) -> str:
     return hashlib.sha256(":".join(str(part) for part in parts).encode()).hexdigest()[:20]
-
-
-def audiences(claims: dict) -> list[str]:
-    aud = claims.get("aud")
-    return aud if isinstance(aud, list) else [aud]
 
 
 def resolve_holder(op, value, mfa_resource: str) -> Holder | None:

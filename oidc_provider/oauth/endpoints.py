@@ -33,6 +33,7 @@ from .dpop import DPoPError, metadata as dpop_metadata
 from ..observability import authorization_error, readiness, step_up_met
 from .server import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, REPEATABLE_TOKEN_PARAMETERS,
                      requested_resources)
+from .tokens import audiences
 
 bp = Blueprint("oidc", __name__)
 
@@ -109,21 +110,20 @@ def mfa_grant_types() -> tuple[str, ...]:
     return GRANT_TYPES
 
 
-def published(op, path: str) -> tuple[bytes, list[tuple[str, str]]] | None:
-    """The bytes and headers of a published document (discovery, JWKS), else None. Discovery
-    is serialized once (the settings it shows do not change while the provider runs); the key
-    ring keeps its JWKS bytes. Flask's views and the fast path (fast_path.py) answer with it."""
+# path: the view's name; Flask's views and the fast path (fast_path.py) answer with `published`
+PUBLISHED = {"/.well-known/openid-configuration": "discovery",
+             "/.well-known/oauth-authorization-server": "oauth_metadata", "/oidc/jwks": "jwks"}
+
+
+def published(op, path: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """The bytes and headers of a published document: JWKS as the key ring keeps them, the
+    discovery document serialized once (the settings it shows do not change while we run)."""
     if path == "/oidc/jwks":
         return op.keyring.jwks_bytes, [("Content-Type", "application/jwk-set+json"),
                                        ("Cache-Control", "public, max-age=60")]
-    if path not in DISCOVERY_PATHS:
-        return None
     if "discovery" not in op.documents:
         op.documents["discovery"] = json.dumps(discovery_document(op), separators=(",", ":")).encode()
     return op.documents["discovery"], [("Content-Type", "application/json"), ("Cache-Control", "public, max-age=300")]
-
-
-DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 
 
 def _published():
@@ -131,9 +131,8 @@ def _published():
     return Response(body, headers=headers)
 
 
-bp.add_url_rule(DISCOVERY_PATHS[0], "discovery", _published)
-bp.add_url_rule(DISCOVERY_PATHS[1], "oauth_metadata", _published)
-bp.add_url_rule("/oidc/jwks", "jwks", _published)
+for _path, _name in PUBLISHED.items():
+    bp.add_url_rule(_path, _name, _published)
 
 
 # -- authorization -----------------------------------------------------------------------
@@ -362,6 +361,16 @@ def revoke():
     return Response("", status=200, headers={"Cache-Control": "no-store"})
 
 
+def may_introspect(client, claims: dict) -> bool:
+    """An access token is shown to its own client, to its audiences, and to clients allowed all."""
+    return (client.config.can_introspect or claims["client_id"] == client.client_id
+            or client.client_id in audiences(claims))
+
+
+def access_token_introspection(claims: dict) -> dict:
+    return {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
+
+
 @bp.post("/oidc/introspect")
 def introspect():
     """RFC 7662, with acr, amr and auth_time so resource servers can judge the login."""
@@ -376,9 +385,8 @@ def introspect():
     answer = {"active": False}
     claims = op.tokens.verify_access_token(value)
     if claims:
-        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if client.config.can_introspect or claims["client_id"] == client.client_id or client.client_id in audiences:
-            answer = {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
+        if may_introspect(client, claims):
+            answer = access_token_introspection(claims)
     else:
         row = op.tokens.find_refresh_token(value)
         if row is not None and op.tokens.refresh_token_is_live(row) and (
@@ -425,9 +433,8 @@ def userinfo():
                                       op.clients.get(claims.get("client_id")))
     except DPoPError as refused:
         return _bearer_error(refused.error, refused.description, scheme=scheme, nonce=refused.nonce)
-    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     scopes = set((claims.get("scope") or "").split())
-    if op.settings.issuer_url not in audiences:  # RFC 6750 3.1: a token for another resource is invalid here
+    if op.settings.issuer_url not in audiences(claims):  # RFC 6750 3.1: a token for another resource is invalid here
         return _bearer_error("invalid_token", "The token is not for the userinfo endpoint.", scheme=scheme)
     if "openid" not in scopes:
         return _bearer_error("insufficient_scope", "The token was not issued with the openid scope.", 403, scheme)

@@ -42,17 +42,16 @@ from ..errors import outage_errors
 from ..models.users import USERINFO_COLUMNS, claims_for_scope
 from ..observability import answered, request_id_for
 from ..security import every_answer_headers
-from .endpoints import published
+from .endpoints import PUBLISHED, access_token_introspection, may_introspect, published
 from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, refresh_id_token,
                      refresh_issue)
+from .tokens import audiences
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/oidc/token"
 USERINFO_PATH = "/oidc/userinfo"
 INTROSPECTION_PATH = "/oidc/introspect"
-PUBLISHED = {"/.well-known/openid-configuration": "oidc.discovery",
-             "/.well-known/oauth-authorization-server": "oidc.oauth_metadata", "/oidc/jwks": "oidc.jwks"}
 # The parameters of each grant's common shape (RFC 6749 4.4.2 and 6, RFC 8707 2.2); the form's
 # client_id and client_secret are client_secret_post's (RFC 6749 2.3.1).
 GRANT_FIELDS = {
@@ -83,7 +82,7 @@ class FastPath:
             ("POST", TOKEN_PATH): ("oidc.token", self._token, TOKEN_HEADERS + always),
             ("POST", INTROSPECTION_PATH): ("oidc.introspect", self._introspection, NO_STORE_JSON + always),
             ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, NO_STORE_JSON + always),
-            **{("GET", path): (endpoint, self._published, always) for path, endpoint in PUBLISHED.items()},
+            **{("GET", path): (f"oidc.{view}", self._published, always) for path, view in PUBLISHED.items()},
         }
         self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
         self.outages = outage_errors()
@@ -221,9 +220,8 @@ class FastPath:
         claims = self.op.tokens.verify_access_token(value.strip())
         if claims is None or "cnf" in claims:  # RFC 9449 7: a bound token is refused as a Bearer token there
             return None
-        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         scopes = set((claims.get("scope") or "").split())
-        if self.op.settings.issuer_url not in audiences or "openid" not in scopes:
+        if self.op.settings.issuer_url not in audiences(claims) or "openid" not in scopes:
             return None
         with self.connect() as sql:
             user = sql.execute(USERINFO_COLUMNS, {"id": claims["sub"]}).first()
@@ -241,20 +239,15 @@ class FastPath:
             return None
         client = self._client(environ.get("HTTP_AUTHORIZATION"), form)
         claims = client and self.op.tokens.verify_access_token(form["token"][0])
-        if not claims:
+        if not claims or not may_introspect(client, claims):
             return None
-        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if not (client.config.can_introspect or claims["client_id"] == client.client_id
-                or client.client_id in audiences):
-            return None
-        answer = {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
-        return _as_jsonify(answer), (), None
+        return _as_jsonify(access_token_introspection(claims)), (), None
 
 
 class DriverConnection:
-    """The part of SQLAlchemy's Connection the rotation uses (execute, first), on the pool's own
-    psycopg connection: its two statements are compiled once, so a rotation costs its round
-    trips and not SQLAlchemy's work per statement, which cost more than they did."""
+    """The part of SQLAlchemy's Connection the fast path uses (execute, first), on the pool's own
+    psycopg connection: its statements are compiled once, so a request costs its round trips and
+    not SQLAlchemy's work per statement, which cost more than they did."""
 
     def __init__(self, engine):
         self.engine = engine

@@ -20,7 +20,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc.jwk import KeySet
 
 from ..authn.session import current_acr
-from ..models import RefreshToken, User, record_audit
+from ..models import User, record_audit
 from .dpop import DPoP, DPoPExtension
 from .tokens import AuthContext, Issue, sha256_hex
 
@@ -308,11 +308,9 @@ class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         tokens = self.op.tokens
-        row = tokens.claim_refresh_token(refresh_token)
+        row, self.user_active = tokens.claim_refresh_token(refresh_token)
         if row is not None:
-            columns = row._asdict()
-            self.user_active = columns.pop("user_disabled") is False  # NULL: no such user
-            return RefreshToken(**columns)
+            return row
         known = tokens.find_refresh_token(refresh_token)
         if known is not None and (known.rotated_at is not None or known.revoked_at is not None):
             tokens.revoke_family(known.family_id)  # RFC 9700 4.14.2: reuse (or a concurrent use) revokes the family

@@ -48,6 +48,12 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def audiences(claims: dict) -> list[str]:
+    """A token's `aud` as a list (RFC 7519 4.1.3: a string or an array)."""
+    aud = claims.get("aud")
+    return aud if isinstance(aud, list) else [aud]
+
+
 @dataclass(frozen=True)
 class AuthContext:
     """How the user authenticated: what acr, amr and auth_time are made of."""
@@ -210,18 +216,20 @@ class TokenService:
             db.select(RefreshToken).filter_by(token_hash=sha256_hex(value))
         ).scalar_one_or_none()
 
-    def claim_refresh_token(self, value: str, sql=None):
-        """Mark a live token rotated and return its row (the refresh_tokens columns and
-        `user_disabled`: NULL when there is no such user), else None. Of concurrent uses exactly
-        one gets it (the row stays locked until the request commits, so a concurrent claim waits
-        and then finds it rotated). Not committed here: `issue` commits the claim together with
-        its successor, one transaction per rotation, and a request that fails in between rolls
-        back and spends nothing. A row, not a RefreshToken: building a mapped object costs the
-        fast path more than its statement does."""
+    def claim_refresh_token(self, value: str) -> tuple[RefreshToken | None, bool]:
+        """Mark a live token rotated and return it with whether its user exists and is active;
+        of concurrent uses exactly one gets it (the row stays locked until the request commits,
+        so a concurrent claim waits and then finds it rotated). Not committed here: `issue`
+        commits the claim together with its successor, one transaction per rotation, and a
+        request that fails in between rolls back and spends nothing."""
         if not value or len(value) > 512:
-            return None
-        return (sql or db.session).execute(_CLAIM, {"presented_hash": sha256_hex(value),
-                                                    "now": int(time.time())}).first()
+            return None, False
+        row = db.session.execute(_CLAIM, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
+        if row is None:
+            return None, False
+        columns = row._asdict()
+        user_disabled = columns.pop("user_disabled")
+        return RefreshToken(**columns), user_disabled is False  # NULL: no such user
 
     def read_refresh_token(self, value: str, sql):
         """A live token's row with `user_disabled` (NULL: no such user), else None; claimed by

@@ -49,7 +49,7 @@ class User(db.Model):
     @classmethod
     def is_active(cls, user_id: str) -> bool:
         """The account exists and is not disabled: all a token grant needs to know of it."""
-        return db.session.execute(_DISABLED, {"id": user_id}).scalar() is False
+        return db.session.execute(DISABLED, {"id": user_id}).scalar() is False
 
     @classmethod
     def find_by_phone(cls, number: str) -> User | None:
@@ -78,6 +78,8 @@ def claims_for_scope(user, scopes: set[str]) -> dict:
     return claims
 
 
+# Whether an account is disabled (NULL: no such account), for the token grants (also oauth/fast_path.py)
+DISABLED = db.select(User.disabled).where(User.id == bindparam("id"))
 # What userinfo reads of an account, without loading it (oauth/fast_path.py)
 USERINFO_COLUMNS = db.select(User.id, User.disabled, User.username, User.name, User.email, User.email_verified,
                              User.phone_number, User.phone_number_verified).where(User.id == bindparam("id"))
@@ -85,4 +87,3 @@ USERINFO_COLUMNS = db.select(User.id, User.disabled, User.username, User.name, U
 # Built once: a sign-in runs them on every password login
 _BY_EMAIL = db.select(User).where(User.email == bindparam("login"))
 _BY_USERNAME = db.select(User).where(User.username == bindparam("login"))
-_DISABLED = db.select(User.disabled).where(User.id == bindparam("id"))

@@ -36,16 +36,19 @@ import time
 from contextlib import contextmanager
 from urllib.parse import parse_qs, unquote
 
+from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, compare_s256_code_challenge
 from psycopg.rows import namedtuple_row
 
 from ..errors import outage_errors
-from ..models.users import USERINFO_COLUMNS, claims_for_scope
+from ..models.users import DISABLED, USERINFO_COLUMNS, claims_for_scope
 from ..observability import answered, request_id_for
 from ..security import every_answer_headers
 from .endpoints import PUBLISHED, access_token_introspection, may_introspect, published
-from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, refresh_id_token,
-                     refresh_issue)
-from .tokens import audiences
+from .server import (REPEATABLE_TOKEN_PARAMETERS, client_credentials_issue, code_id_token, code_issue,
+                     count_code_use, load_authorization_code, refresh_id_token, refresh_issue,
+                     revoke_code_grant, spend_authorization_code)
+from .tokens import audiences, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ INTROSPECTION_PATH = "/oidc/introspect"
 GRANT_FIELDS = {
     "client_credentials": {"grant_type", "scope", "resource", "client_id", "client_secret"},
     "refresh_token": {"grant_type", "refresh_token", "client_id", "client_secret"},
+    "authorization_code": {"grant_type", "code", "redirect_uri", "code_verifier", "resource", "client_id",
+                           "client_secret"},
 }
 TOKEN_FIELDS = set().union(*GRANT_FIELDS.values())
 INTROSPECTION_FIELDS = {"token", "token_type_hint", "client_id", "client_secret"}  # RFC 7662 2.1
@@ -84,7 +89,8 @@ class FastPath:
             ("GET", USERINFO_PATH): ("oidc.userinfo", self._userinfo, NO_STORE_JSON + always),
             **{("GET", path): (f"oidc.{view}", self._published, always) for path, view in PUBLISHED.items()},
         }
-        self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token}
+        self.grants = {"client_credentials": self._client_credentials, "refresh_token": self._refresh_token,
+                       "authorization_code": self._authorization_code}
         self.outages = outage_errors()
         self.serving = False
 
@@ -208,6 +214,35 @@ class FastPath:
             # claimed the token first is the full endpoint's to judge (a replay revokes the family)
             return token if tokens.rotate(row.token_hash, successor, sql, self.one_statement) else None
 
+    def _authorization_code(self, client, form: dict) -> dict | None:
+        code_value = form.get("code", [""])[0]
+        code = load_authorization_code(self.op, sha256_hex(code_value)) if 0 < len(code_value) <= 256 else None
+        if (code is None or code.client_id != client.client_id or code.dpop_jkt  # RFC 9449 10: a proof is due
+                or form.get("redirect_uri", [None])[0] != code.redirect_uri
+                or not _verifier_matches(code, form.get("code_verifier", [None])[0])):
+            return None
+        try:
+            issued = code_issue(self.op, client, code, form.get("resource", []), client.check_grant_type("refresh_token"))
+        except OAuth2Error:  # a resource the grant does not cover
+            return None
+        tokens = self.op.tokens
+        with self.connect() as sql:
+            user = sql.execute(DISABLED, {"id": code.sub}).first()
+            if user is None or user.disabled:
+                return None
+            token, successor = tokens.respond(issued)
+            code_id_token(self.op, client, code, token)
+            # Used as the Authlib grant uses a code: counted once the answer is complete (another
+            # use that came first is the full endpoint's to judge), the tokens stored, the code
+            # spent; a replay that raced this use revokes what it was given (RFC 6749 4.1.2).
+            if count_code_use(self.op, code) > 1:
+                return None
+            if successor is not None:
+                tokens.save_refresh_token(successor, sql)
+            if spend_authorization_code(self.op, code) > 2:
+                revoke_code_grant(self.op, code.code_hash, code.resources, client, sql)
+        return token
+
     # -- userinfo ----------------------------------------------------------------------------------
 
     def _userinfo(self, environ):
@@ -242,6 +277,16 @@ class FastPath:
         if not claims or not may_introspect(client, claims):
             return None
         return _as_jsonify(access_token_introspection(claims)), (), None
+
+
+def _verifier_matches(code, verifier: str | None) -> bool:
+    """RFC 7636 4.6 with S256 (the only method codes are issued with): the Authlib extension's
+    decision when it accepts; no challenge and no verifier is a code without PKCE."""
+    if not code.code_challenge:
+        return verifier is None
+    return (code.code_challenge_method == "S256" and verifier is not None
+            and CODE_VERIFIER_PATTERN.match(verifier) is not None
+            and compare_s256_code_challenge(verifier, code.code_challenge))
 
 
 class DriverConnection:
@@ -288,6 +333,10 @@ class _Driver:
         return _Result(self.connection.cursor(row_factory=namedtuple_row).execute(sql, values))
 
 
+    def commit(self):
+        """Autocommit: each statement was committed as it ran."""
+
+
 class _Result:
     def __init__(self, cursor):
         self.cursor = cursor
@@ -295,3 +344,6 @@ class _Result:
     def first(self):
         """A row with attribute access and `_asdict`, like SQLAlchemy's."""
         return self.cursor.fetchone()
+
+    def all(self):
+        return self.cursor.fetchall()

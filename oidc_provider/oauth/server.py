@@ -129,6 +129,53 @@ def refresh_id_token(op, client, row, issued: Issue, token: dict) -> None:
         token["id_token"] = op.tokens.id_token(client, row.user_id, issued.auth, token.get("access_token"), None)
 
 
+def load_authorization_code(op, code_hash: str) -> AuthorizationCode | None:
+    """What a live code stands for, else None (never issued, spent or expired)."""
+    data = op.store.get(f"code:{code_hash}")
+    return AuthorizationCode(**{**data, "resources": tuple(data["resources"])}) if data is not None else None
+
+
+def code_issue(op, client, code: AuthorizationCode, asked_resources: list[str], include_refresh: bool,
+               dpop_jkt=None) -> Issue:
+    """The tokens a code stands for; its refresh family is named after it, so a replay of the
+    code can revoke them (RFC 6749 4.1.2)."""
+    return Issue(client=client, grant_type="authorization_code", sub=code.sub, scope=code.scope,
+                 auth=code.auth_context, resources=token_resources(asked_resources, code.resources, op.settings),
+                 include_refresh=include_refresh, family_id=code.code_hash, refresh_scope=code.scope,
+                 access_jti=code.access_jti, dpop_jkt=dpop_jkt)
+
+
+def code_id_token(op, client, code: AuthorizationCode, token: dict) -> None:
+    """OIDC Core 3.1.3.3: the ID token, with the authorization request's nonce."""
+    if "openid" in (code.scope or "").split():
+        token["id_token"] = op.tokens.id_token(client, code.sub, code.auth_context, token.get("access_token"),
+                                               code.nonce)
+
+
+def revoke_code_grant(op, code_hash: str, resources: tuple[str, ...], client, sql=None) -> None:
+    """What a code's use was given: its refresh family, and the access token named after it
+    (on `sql`, the fast path's connection, else the request's session)."""
+    tokens = op.tokens
+    tokens.revoke_family(code_hash, sql)
+    lifetime = tokens.access_token_lifetime(client, resources)
+    tokens.revoke_access_token(access_jti_for(code_hash), int(time.time()) + lifetime)
+
+
+def count_code_use(op, code: AuthorizationCode) -> int:
+    """Uses of the code so far, this one included: the first use is the one that counts 1."""
+    return op.store.incr(f"code-uses:{code.code_hash}", op.settings.lifetimes.refresh_token)
+
+
+def spend_authorization_code(op, code: AuthorizationCode) -> int:
+    """Once the tokens are stored: drop the code, keep what a replay must revoke, and count the
+    uses again (one round trip); over 2, a replay raced the exchange and may have missed them."""
+    lifetime = op.settings.lifetimes.refresh_token
+    spent = {"client_id": code.client_id, "resources": list(code.resources)}
+    batch = op.store.batch().set(f"code-spent:{code.code_hash}", spent, lifetime).delete(f"code:{code.code_hash}")
+    *_, uses = batch.incr(f"code-uses:{code.code_hash}", lifetime).run()
+    return uses
+
+
 class S256Only(CodeChallenge):
     """RFC 7636 with S256 only, required for public clients (RFC 9700 2.1.1)."""
 
@@ -231,61 +278,34 @@ class AuthorizationCodeGrant(_Issuing, grants.AuthorizationCodeGrant):
         if not isinstance(code, str) or len(code) > 256:
             return None
         code_hash = sha256_hex(code)
-        data = self.op.store.get(f"code:{code_hash}")
-        if data is None:
+        record = load_authorization_code(self.op, code_hash)
+        if record is None:
             spent = self.op.store.get(f"code-spent:{code_hash}")
             if spent is not None and spent["client_id"] == client.client_id:
-                self._revoke_code_grant(code_hash, tuple(spent["resources"]), client)
+                revoke_code_grant(self.op, code_hash, tuple(spent["resources"]), client)
             return None
-        record = AuthorizationCode(**{**data, "resources": tuple(data["resources"])})
         if record.client_id != client.client_id:
             return None
         # RFC 6749 4.1.2: single use; a second use revokes what the first was given.
-        uses = self.op.store.incr(f"code-uses:{code_hash}", self.op.settings.lifetimes.refresh_token)
-        if uses > 1:
-            self._revoke_code_grant(code_hash, record.resources, client)
+        if count_code_use(self.op, record) > 1:
+            revoke_code_grant(self.op, record.code_hash, record.resources, client)
             return None
         return record
-
-    def _revoke_code_grant(self, code_hash: str, resources: tuple[str, ...], client) -> None:
-        tokens = self.op.tokens
-        tokens.revoke_family(code_hash)
-        lifetime = tokens.access_token_lifetime(client, resources)
-        tokens.revoke_access_token(access_jti_for(code_hash), int(time.time()) + lifetime)
 
     def delete_authorization_code(self, authorization_code):
         """Spent, not forgotten: a later replay must still find what to revoke (RFC 6749 4.1.2).
         Called once the tokens are stored; a replay that raced this exchange may have missed
         them, so the use count is read again (one round trip for the three commands)."""
-        code = authorization_code
-        spent = {"client_id": code.client_id, "resources": list(code.resources)}
-        lifetime = self.op.settings.lifetimes.refresh_token
-        batch = self.op.store.batch().set(f"code-spent:{code.code_hash}", spent, lifetime)
-        *_, uses = batch.delete(f"code:{code.code_hash}").incr(f"code-uses:{code.code_hash}", lifetime).run()
-        if uses > 2:
-            self._revoke_code_grant(code.code_hash, code.resources, self.client)
+        if spend_authorization_code(self.op, authorization_code) > 2:
+            revoke_code_grant(self.op, authorization_code.code_hash, authorization_code.resources, self.client)
 
     def authenticate_user(self, authorization_code):
         """The user's id while the account is active (the grant needs no more of it)."""
         return authorization_code.sub if User.is_active(authorization_code.sub) else None
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
-        code: AuthorizationCode = self.request.authorization_code
-        return self.op.tokens.issue(
-            Issue(
-                client=self.client,
-                grant_type="authorization_code",
-                sub=code.sub,
-                scope=scope,
-                auth=code.auth_context,
-                resources=token_resources(self.asked_resources, code.resources, self.op.settings),
-                include_refresh=include_refresh_token,
-                family_id=code.code_hash,
-                refresh_scope=scope,
-                access_jti=code.access_jti,
-                dpop_jkt=self.dpop_jkt,
-            )
-        )
+        return self.op.tokens.issue(code_issue(self.op, self.client, self.request.authorization_code,
+                                               self.asked_resources, include_refresh_token, self.dpop_jkt))
 
 
 class OpenIDCodeExtension:
@@ -295,12 +315,7 @@ class OpenIDCodeExtension:
         grant.register_hook("after_create_token_response", self.add_id_token)
 
     def add_id_token(self, grant, response):
-        _, token, _ = response
-        code: AuthorizationCode = grant.request.authorization_code
-        if "openid" in (code.scope or "").split():
-            token["id_token"] = grant.op.tokens.id_token(
-                grant.client, code.sub, code.auth_context, token.get("access_token"), code.nonce
-            )
+        code_id_token(grant.op, grant.client, grant.request.authorization_code, response[1])
 
 
 class RefreshTokenGrant(_Issuing, grants.RefreshTokenGrant):

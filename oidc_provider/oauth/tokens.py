@@ -42,6 +42,9 @@ _ROTATE = (_TABLE.insert()  # PostgreSQL: one statement, atomic without a transa
                         select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _SUCCESSOR_COLUMNS))
                         .select_from(_CLAIM_ID.cte("claimed")))
            .returning(_TABLE.c.id))
+_REVOKE_FAMILY = (update(_TABLE).where(_TABLE.c.family_id == bindparam("family"), _TABLE.c.revoked_at.is_(None))
+                  .values(revoked_at=bindparam("now")))
+_FAMILY_ACCESS = select(_TABLE.c.access_jti, _TABLE.c.access_exp).where(_TABLE.c.family_id == bindparam("family"))
 
 
 def sha256_hex(value: str) -> str:
@@ -116,6 +119,11 @@ class TokenService:
             db.session.execute(_INSERT, successor)
             db.session.commit()
         return token
+
+    def save_refresh_token(self, successor: dict, sql) -> None:
+        """A new family's first refresh token (`respond`'s row), committed on `sql` (the fast path's)."""
+        sql.execute(_INSERT, successor)
+        sql.commit()
 
     def respond(self, spec: Issue) -> tuple[dict, dict | None]:
         """The token response, and the row of its refresh token (None without one), not stored."""
@@ -261,16 +269,12 @@ class TokenService:
         if ttl > 0:
             self.store.set(f"revoked-at:{jti}", 1, ttl + 5)
 
-    def revoke_family(self, family_id: str) -> None:
-        """Revoke every refresh token of a family and the access tokens issued with them."""
-        now = int(time.time())
-        db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-        db.session.commit()
-        rows = db.session.execute(db.select(RefreshToken).filter_by(family_id=family_id)).scalars()
-        for row in rows:
+    def revoke_family(self, family_id: str, sql=None) -> None:
+        """Revoke every refresh token of a family and the access tokens issued with them (on `sql`,
+        the fast path's connection, else the request's session)."""
+        sql = sql or db.session
+        sql.execute(_REVOKE_FAMILY, {"family": family_id, "now": int(time.time())})
+        sql.commit()
+        for row in sql.execute(_FAMILY_ACCESS, {"family": family_id}).all():
             if row.access_jti and row.access_exp:
                 self.revoke_access_token(row.access_jti, row.access_exp)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 import requests
 
-from tests.conftest import REDIRECT, UserAgent, register_clients, token_request
+from tests.conftest import REDIRECT, UserAgent, pkce_pair, register_clients, token_request
 
 VARYING_HEADERS = {"Date", "Server", "Content-Length", "X-Request-ID", "Connection"}
 VARYING_CLAIMS = {"jti", "iat", "exp", "at_hash"}  # at_hash: of another access token
@@ -28,6 +29,19 @@ def reaching_flask(provider, path: str):
     fast_path.flask = counting
     yield reached
     fast_path.flask = flask
+
+
+@pytest.fixture(autouse=True)
+def no_fast_path_failure():
+    """What the fast path hands on, it hands on by decision: none of it by an exception."""
+    failures = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = failures.append
+    logger = logging.getLogger("oidc_provider.oauth.fast_path")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    assert not failures, failures[0].getMessage()
 
 
 @pytest.fixture
@@ -222,6 +236,156 @@ def test_a_token_claimed_elsewhere_while_the_answer_is_signed_is_the_endpoints_t
         rows = db.session.execute(db.select(RefreshToken).filter_by(family_id=family)).scalars().all()
     # no successor stored; the family revoked (RFC 9700 4.14.2)
     assert len(rows) == 1 and rows[0].revoked_at is not None
+
+
+# -- the code exchange ---------------------------------------------------------------------------------
+
+def code_exchange(agent, user, **params) -> tuple[dict, dict]:
+    """A sign-in with PKCE, a nonce and a resource: the token request's form, the code included."""
+    verifier, challenge = pkce_pair()
+    code = agent.sign_in(user["username"], client_id="web", scope="openid offline_access", nonce="n-0S6",
+                         code_challenge=challenge, code_challenge_method="S256",
+                         resource="https://api.example.com", **params)["code"]
+    return {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
+            "resource": "https://api.example.com"}
+
+
+def family_of(provider, code: str) -> list:
+    """The refresh tokens given for a code (their family is named after it)."""
+    from oidc_provider.extensions import db
+    from oidc_provider.models import RefreshToken
+    from oidc_provider.oauth.tokens import sha256_hex
+
+    with provider.app.app_context():
+        return db.session.execute(db.select(RefreshToken).filter_by(family_id=sha256_hex(code))).scalars().all()
+
+
+def test_a_code_exchange_is_answered_before_flask_as_the_endpoint_would(provider, user, full_endpoint):
+    agent = UserAgent(provider)  # one browser: the second sign-in is the same session (sid, auth_time)
+    first, second = code_exchange(agent, user), code_exchange(agent, user)
+    full_endpoint.clear()
+    fast = token_request(provider, first)
+    assert full_endpoint == []
+    full = token_request(provider, {**second, **FULL_WAY})
+    assert len(full_endpoint) == 1
+    same_answer(fast, full)
+    id_claims = jwt_parts(fast.json()["id_token"])[1]
+    assert id_claims["nonce"] == "n-0S6" and id_claims["sub"] == user["sub"] and id_claims["amr"] == ["pwd"]
+    assert jwt_parts(fast.json()["access_token"])[1]["aud"] == "https://api.example.com"
+    # single use, and the refresh token it gave rotates
+    assert [row.token_hash for row in family_of(provider, first["code"])] != []
+    assert token_request(provider, {"grant_type": "refresh_token", "refresh_token": fast.json()["refresh_token"]}
+                         ).status_code == 200
+
+
+@pytest.mark.parametrize("case", ["wrong verifier", "no verifier", "verifier without challenge", "other redirect_uri",
+                                  "no redirect_uri", "unknown code", "another client's code", "resource not granted",
+                                  "disabled account", "wrong secret", "repeated parameter", "DPoP proof"])
+def test_every_other_code_exchange_reaches_the_endpoint(provider, user, full_endpoint, case):
+    register_clients(provider, [{"client_id": "other-web", "redirect_uris": [REDIRECT],
+                                 "grant_types": ["authorization_code", "refresh_token"]}])
+    form = code_exchange(UserAgent(provider), user)
+    full_endpoint.clear()
+    client, headers, expected = ("web", provider.secrets["web"]), {}, (400, "invalid_grant")
+    if case == "wrong verifier":
+        form["code_verifier"] = pkce_pair()[0]
+    elif case == "no verifier":
+        del form["code_verifier"]
+    elif case == "verifier without challenge":  # RFC 9700 4.8
+        agent = UserAgent(provider)
+        form["code"] = agent.sign_in(user["username"], client_id="web", scope="openid",
+                                     resource="https://api.example.com")["code"]
+        expected = 400, "invalid_request"
+    elif case == "other redirect_uri":
+        form["redirect_uri"] = REDIRECT + "/other"
+    elif case == "no redirect_uri":
+        del form["redirect_uri"]
+    elif case == "unknown code":
+        form["code"] = "not-a-code"
+    elif case == "another client's code":
+        client = ("other-web", provider.secrets["other-web"])
+    elif case == "resource not granted":  # RFC 8707 2.2
+        form["resource"] = "https://billing.example.com"
+        expected = 400, "invalid_target"
+    elif case == "disabled account":
+        with provider.app.app_context():
+            from oidc_provider.extensions import db
+            from oidc_provider.models import User
+
+            db.session.get(User, user["sub"]).disabled = True
+            db.session.commit()
+    elif case == "wrong secret":
+        client, expected = ("web", "not-the-secret"), (401, "invalid_client")
+    elif case == "repeated parameter":
+        form = [*form.items(), ("code", form["code"])]
+        expected = 400, "invalid_request"
+    elif case == "DPoP proof":
+        headers, expected = {"DPoP": "not.a.proof"}, (400, "invalid_dpop_proof")
+    answer = requests.post(f"{provider.url}/oidc/token", data=form, auth=client, headers=headers, timeout=10)
+    assert len(full_endpoint) == 1, case
+    assert answer.status_code == expected[0] and answer.json()["error"] == expected[1], answer.text
+
+
+def test_a_code_replayed_after_a_fast_exchange_revokes_what_it_gave(provider, user, full_endpoint):
+    form = code_exchange(UserAgent(provider), user)
+    tokens = token_request(provider, form).json()
+    full_endpoint.clear()
+    replay = token_request(provider, form)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert len(full_endpoint) == 1  # the spent code is the endpoint's to judge
+    # RFC 6749 4.1.2: what the first use was given is revoked
+    refresh = token_request(provider, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"
+    assert introspect(provider, tokens["access_token"]).json()["active"] is False
+
+
+def test_a_code_used_elsewhere_while_the_answer_is_signed_is_the_endpoints_to_judge(provider, user,
+                                                                                 full_endpoint):
+    """The fast path counts its use once its answer is signed: when another use of the code came
+    first, it stores nothing, and the endpoint refuses the code."""
+    form = code_exchange(UserAgent(provider), user)
+    op = provider.app.extensions["op"]
+    tokens = op.tokens
+    from oidc_provider.oauth.tokens import sha256_hex
+
+    def another_use_first(spec):  # as the Authlib grant in another worker counts its use
+        op.store.incr(f"code-uses:{sha256_hex(form['code'])}", 600)
+        return type(tokens).respond(tokens, spec)
+
+    full_endpoint.clear()
+    tokens.respond = another_use_first
+    try:
+        answer = token_request(provider, form)
+    finally:
+        del tokens.respond
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", answer.text
+    assert len(full_endpoint) == 1
+    assert family_of(provider, form["code"]) == []  # no token set was issued
+
+
+def test_a_replay_racing_a_fast_exchange_revokes_what_it_gave(provider, user, full_endpoint):
+    """A replay counted while the fast path stores its tokens (after its own count, before the code
+    is spent) may have missed them: the fast path revokes them, as the Authlib grant does."""
+    form = code_exchange(UserAgent(provider), user)
+    op = provider.app.extensions["op"]
+    tokens = op.tokens
+    from oidc_provider.oauth.tokens import sha256_hex
+
+    def replay_meanwhile(successor, sql):
+        op.store.incr(f"code-uses:{sha256_hex(form['code'])}", 600)
+        return type(tokens).save_refresh_token(tokens, successor, sql)
+
+    full_endpoint.clear()
+    tokens.save_refresh_token = replay_meanwhile
+    try:
+        answer = token_request(provider, form)
+    finally:
+        del tokens.save_refresh_token
+    assert answer.status_code == 200 and full_endpoint == []
+    rows = family_of(provider, form["code"])
+    assert len(rows) == 1 and rows[0].revoked_at is not None  # stored, then revoked (RFC 6749 4.1.2)
+    refresh = token_request(provider, {"grant_type": "refresh_token", "refresh_token": answer.json()["refresh_token"]})
+    assert refresh.status_code == 400 and introspect(provider, answer.json()["access_token"]).json()["active"] is False
 
 
 # -- userinfo ----------------------------------------------------------------------------------------

@@ -1,22 +1,30 @@
-"""The hot endpoints, answered before Flask: the machine grants, userinfo, introspection, keys.
+"""The hot endpoints, answered before Flask: the token grants, userinfo, introspection, keys.
 
 client_credentials and refresh_token are what services call thousands of times a second, and
 inside Flask, Werkzeug and Authlib their request costs about twice the RS256 signature it
-exists for (README, "Where the time goes"). This WSGI layer answers them in their common,
-successful shape: a form posted once, a client secret (HTTP Basic or the form), no DPoP proof,
-no `scope` or `resource` on a refresh. It authenticates the client with the same keyed hash,
-and issues through the same functions as the Authlib grants (server.py: client_credentials_issue,
-refresh_issue, refresh_id_token) and the same TokenService statements.
+exists for (README, "Where the time goes"). This WSGI layer answers the token grants in their
+common, successful shape: a form posted once, a client secret (HTTP Basic or the form) or, for
+a code or a refresh, a public client's id alone, no DPoP proof, no `scope` or `resource` on a
+refresh. It authenticates the client with the same keyed hash, and issues through the same
+functions as the Authlib grants (server.py: client_credentials_issue, code_issue,
+refresh_issue, ...) and the same TokenService statements.
 
 A refresh is read first, answered (both tokens signed), and only then claimed: the claim and
 the successor are written together, on PostgreSQL in one autocommitted statement (two round
 trips in all, no row locked while signing), elsewhere in one transaction.
 
+The code exchange is answered for a live code of this client, with its redirect_uri and PKCE
+verifier, resources the grant covers and an active account; the code is counted, the refresh
+token stored and the code spent in the Authlib grant's order (server.py: count_code_use,
+spend_authorization_code), so a use that came first, or a replay that raced this one, is
+judged the same way.
+
 It never answers an error. Anything else - a wrong secret, an unknown or spent refresh token,
-a repeated or unexpected parameter, a DPoP proof, an assertion, a public client, a token
-claimed by a concurrent use before ours, a failure before the write - is rolled back and
-handed unchanged to the Flask endpoint, whose Authlib grants alone decide what is refused and
-how (a replayed refresh token revokes its family there).
+a spent or unknown code, a wrong verifier or redirect_uri, a repeated or unexpected parameter,
+a DPoP proof, an assertion, a public client's code without PKCE, a token claimed by a
+concurrent use before ours, a failure before the write - is rolled back and handed unchanged
+to the Flask endpoint, whose Authlib grants alone decide what is refused and how (a replayed
+refresh token revokes its family there).
 
 userinfo is answered for a Bearer access token of ours with `openid`, for this endpoint, of an
 active account: the same claims (models/users.py: claims_for_scope) from one autocommitted
@@ -168,14 +176,15 @@ class FastPath:
         return form
 
     def _answer(self, environ, form: dict, grant_type: str) -> dict | None:
-        client = self._client(environ.get("HTTP_AUTHORIZATION"), form)
+        client = self._client(environ.get("HTTP_AUTHORIZATION"), form, public=grant_type != "client_credentials")
         if (client is None or not client.check_grant_type(grant_type)
                 or client.config.dpop_bound_access_tokens):  # RFC 9449 5.2: the full endpoint asks for a proof
             return None
         return self.grants[grant_type](client, form)
 
-    def _client(self, authorization: str | None, form: dict):
-        """The client, when it proved its secret the one way it is registered for (RFC 6749 2.3.1)."""
+    def _client(self, authorization: str | None, form: dict, public: bool = False):
+        """The client, when it proved its secret the one way it is registered for (RFC 6749 2.3.1),
+        or, where `public`, a client registered for none that sends its id and no secret."""
         if authorization is not None:
             if "client_id" in form or "client_secret" in form:
                 return None
@@ -187,13 +196,15 @@ class FastPath:
             except (binascii.Error, UnicodeDecodeError):
                 return None
             method, client_id, secret = "client_secret_basic", unquote(client_id), unquote(secret) if colon else ""
+        elif public and "client_secret" not in form:
+            method, client_id, secret = "none", form.get("client_id", [""])[0], None
         else:
             method, client_id, secret = "client_secret_post", form.get("client_id", [""])[0], \
                 form.get("client_secret", [""])[0]
-        client = self.op.clients.get(client_id) if client_id and secret else None
+        client = self.op.clients.get(client_id) if client_id and (secret or method == "none") else None
         if client is None or not client.check_endpoint_auth_method(method, "token"):
             return None
-        return client if client.check_client_secret(secret) else None
+        return client if method == "none" or client.check_client_secret(secret) else None
 
     def _client_credentials(self, client, form: dict) -> dict:
         scope = form.get("scope", [None])[0]
@@ -218,11 +229,13 @@ class FastPath:
         code_value = form.get("code", [""])[0]
         code = load_authorization_code(self.op, sha256_hex(code_value)) if 0 < len(code_value) <= 256 else None
         if (code is None or code.client_id != client.client_id or code.dpop_jkt  # RFC 9449 10: a proof is due
+                or client.is_public and not code.code_challenge  # RFC 9700 2.1.1: PKCE for public clients
                 or form.get("redirect_uri", [None])[0] != code.redirect_uri
                 or not _verifier_matches(code, form.get("code_verifier", [None])[0])):
             return None
         try:
-            issued = code_issue(self.op, client, code, form.get("resource", []), client.check_grant_type("refresh_token"))
+            issued = code_issue(self.op, client, code, form.get("resource", []),
+                                client.check_grant_type("refresh_token"))
         except OAuth2Error:  # a resource the grant does not cover
             return None
         tokens = self.op.tokens

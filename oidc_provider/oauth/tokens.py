@@ -116,12 +116,12 @@ class TokenService:
         """The token response, its refresh token stored and committed with the request's session."""
         token, successor = self.respond(spec)
         if successor is not None:
-            db.session.execute(_INSERT, successor)
-            db.session.commit()
+            self.save_refresh_token(successor, db.session)
         return token
 
     def save_refresh_token(self, successor: dict, sql) -> None:
-        """A new family's first refresh token (`respond`'s row), committed on `sql` (the fast path's)."""
+        """`respond`'s refresh token row, committed on `sql` (the request's session, or the fast
+        path's connection)."""
         sql.execute(_INSERT, successor)
         sql.commit()
 

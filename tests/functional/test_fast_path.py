@@ -278,9 +278,33 @@ def test_a_code_exchange_is_answered_before_flask_as_the_endpoint_would(provider
                          ).status_code == 200
 
 
-@pytest.mark.parametrize("case", ["wrong verifier", "no verifier", "verifier without challenge", "other redirect_uri",
-                                  "no redirect_uri", "unknown code", "another client's code", "resource not granted",
-                                  "disabled account", "wrong secret", "repeated parameter", "DPoP proof"])
+def test_a_public_clients_code_and_refresh_are_answered_before_flask_as_the_endpoint_would(provider, user,
+                                                                                          full_endpoint):
+    """A mobile app (token_endpoint_auth_method none) sends its id and the PKCE verifier."""
+    agent, forms = UserAgent(provider), []
+    for _ in range(2):
+        verifier, challenge = pkce_pair()
+        code = agent.sign_in(user["username"], client_id="mobile", scope="openid offline_access",
+                             code_challenge=challenge, code_challenge_method="S256")["code"]
+        forms.append({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                      "code_verifier": verifier})
+    full_endpoint.clear()
+    fast = token_request(provider, forms[0], "mobile", "none")
+    assert full_endpoint == []
+    same_answer(fast, token_request(provider, {**forms[1], **FULL_WAY}, "mobile", "none"))
+    refreshed = token_request(provider, {"grant_type": "refresh_token", "refresh_token": fast.json()["refresh_token"]},
+                              "mobile", "none")
+    assert refreshed.status_code == 200 and len(full_endpoint) == 1
+    # a secret a public client does not have: the endpoint judges
+    secret = token_request(provider, {"grant_type": "refresh_token", "client_id": "mobile", "client_secret": "x",
+                                      "refresh_token": refreshed.json()["refresh_token"]}, None)
+    assert secret.status_code == 401 and len(full_endpoint) == 2
+
+
+@pytest.mark.parametrize("case", ["wrong verifier", "no verifier", "verifier without challenge",
+                                  "other redirect_uri", "no redirect_uri", "unknown code", "another client's code",
+                                  "resource not granted", "disabled account", "wrong secret", "repeated parameter",
+                                  "DPoP proof"])
 def test_every_other_code_exchange_reaches_the_endpoint(provider, user, full_endpoint, case):
     register_clients(provider, [{"client_id": "other-web", "redirect_uris": [REDIRECT],
                                  "grant_types": ["authorization_code", "refresh_token"]}])
@@ -384,8 +408,9 @@ def test_a_replay_racing_a_fast_exchange_revokes_what_it_gave(provider, user, fu
     assert answer.status_code == 200 and full_endpoint == []
     rows = family_of(provider, form["code"])
     assert len(rows) == 1 and rows[0].revoked_at is not None  # stored, then revoked (RFC 6749 4.1.2)
-    refresh = token_request(provider, {"grant_type": "refresh_token", "refresh_token": answer.json()["refresh_token"]})
-    assert refresh.status_code == 400 and introspect(provider, answer.json()["access_token"]).json()["active"] is False
+    given = answer.json()
+    refresh = token_request(provider, {"grant_type": "refresh_token", "refresh_token": given["refresh_token"]})
+    assert refresh.status_code == 400 and introspect(provider, given["access_token"]).json()["active"] is False
 
 
 # -- userinfo ----------------------------------------------------------------------------------------

@@ -363,25 +363,32 @@ def test_a_code_replayed_after_a_fast_exchange_revokes_what_it_gave(provider, us
     assert introspect(provider, tokens["access_token"]).json()["active"] is False
 
 
+def exchange_with_another_use(provider, form: dict, before: str):
+    """The code exchanged while another use of it (a request in another worker) is counted just
+    before the fast path's `before` step (a TokenService method)."""
+    from oidc_provider.oauth.tokens import sha256_hex
+
+    op = provider.app.extensions["op"]
+    step = getattr(type(op.tokens), before)
+
+    def another_use_first(*args):
+        op.store.incr(f"code-uses:{sha256_hex(form['code'])}", 600)
+        return step(op.tokens, *args)
+
+    setattr(op.tokens, before, another_use_first)
+    try:
+        return token_request(provider, form)
+    finally:
+        delattr(op.tokens, before)
+
+
 def test_a_code_used_elsewhere_while_the_answer_is_signed_is_the_endpoints_to_judge(provider, user,
                                                                                  full_endpoint):
     """The fast path counts its use once its answer is signed: when another use of the code came
     first, it stores nothing, and the endpoint refuses the code."""
     form = code_exchange(UserAgent(provider), user)
-    op = provider.app.extensions["op"]
-    tokens = op.tokens
-    from oidc_provider.oauth.tokens import sha256_hex
-
-    def another_use_first(spec):  # as the Authlib grant in another worker counts its use
-        op.store.incr(f"code-uses:{sha256_hex(form['code'])}", 600)
-        return type(tokens).respond(tokens, spec)
-
     full_endpoint.clear()
-    tokens.respond = another_use_first
-    try:
-        answer = token_request(provider, form)
-    finally:
-        del tokens.respond
+    answer = exchange_with_another_use(provider, form, before="respond")
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", answer.text
     assert len(full_endpoint) == 1
     assert family_of(provider, form["code"]) == []  # no token set was issued
@@ -391,20 +398,8 @@ def test_a_replay_racing_a_fast_exchange_revokes_what_it_gave(provider, user, fu
     """A replay counted while the fast path stores its tokens (after its own count, before the code
     is spent) may have missed them: the fast path revokes them, as the Authlib grant does."""
     form = code_exchange(UserAgent(provider), user)
-    op = provider.app.extensions["op"]
-    tokens = op.tokens
-    from oidc_provider.oauth.tokens import sha256_hex
-
-    def replay_meanwhile(successor, sql):
-        op.store.incr(f"code-uses:{sha256_hex(form['code'])}", 600)
-        return type(tokens).save_refresh_token(tokens, successor, sql)
-
     full_endpoint.clear()
-    tokens.save_refresh_token = replay_meanwhile
-    try:
-        answer = token_request(provider, form)
-    finally:
-        del tokens.save_refresh_token
+    answer = exchange_with_another_use(provider, form, before="save_refresh_token")
     assert answer.status_code == 200 and full_endpoint == []
     rows = family_of(provider, form["code"])
     assert len(rows) == 1 and rows[0].revoked_at is not None  # stored, then revoked (RFC 6749 4.1.2)

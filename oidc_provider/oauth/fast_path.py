@@ -345,7 +345,6 @@ class _Driver:
                   for name, value in params.items()}
         return _Result(self.connection.cursor(row_factory=namedtuple_row).execute(sql, values))
 
-
     def commit(self):
         """Autocommit: each statement was committed as it ran."""
 

@@ -41,12 +41,13 @@ import io
 import json
 import logging
 import time
+from collections import namedtuple
 from contextlib import contextmanager
 from urllib.parse import parse_qs, unquote
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, compare_s256_code_challenge
-from psycopg.rows import namedtuple_row
+from psycopg.rows import tuple_row
 
 from ..errors import outage_errors
 from ..models.users import DISABLED, USERINFO_COLUMNS, claims_for_scope
@@ -310,6 +311,7 @@ class DriverConnection:
     def __init__(self, engine):
         self.engine = engine
         self.compiled: dict = {}
+        self.row_classes: dict = {}
 
     @contextmanager
     def connect(self):
@@ -333,6 +335,13 @@ class DriverConnection:
             self.compiled[key] = str(statement.compile(dialect=self.engine.dialect, column_keys=columns))
         return self.compiled[key]
 
+    def row_class(self, sql: str, cursor):
+        """A namedtuple of the statement's columns (SQLAlchemy's Row: attributes and `_asdict`),
+        made once per statement rather than from the result's column names per row."""
+        if sql not in self.row_classes:
+            self.row_classes[sql] = namedtuple("Row", [column.name for column in cursor.description], rename=True)
+        return self.row_classes[sql]
+
 
 class _Driver:
     def __init__(self, connection, compiler: DriverConnection):
@@ -343,19 +352,22 @@ class _Driver:
         sql = self.compiler.sql(statement, tuple(params))
         values = {name: json.dumps(value) if isinstance(value, (dict, list)) else value  # JSON columns
                   for name, value in params.items()}
-        return _Result(self.connection.cursor(row_factory=namedtuple_row).execute(sql, values))
+        return _Result(self.connection.cursor(row_factory=tuple_row).execute(sql, values), self.compiler, sql)
 
     def commit(self):
         """Autocommit: each statement was committed as it ran."""
 
 
 class _Result:
-    def __init__(self, cursor):
+    def __init__(self, cursor, compiler: DriverConnection, sql: str):
         self.cursor = cursor
+        self.compiler = compiler
+        self.sql = sql
 
     def first(self):
-        """A row with attribute access and `_asdict`, like SQLAlchemy's."""
-        return self.cursor.fetchone()
+        values = self.cursor.fetchone()
+        return None if values is None else self.compiler.row_class(self.sql, self.cursor)._make(values)
 
     def all(self):
-        return self.cursor.fetchall()
+        make = self.compiler.row_class(self.sql, self.cursor)._make
+        return [make(values) for values in self.cursor.fetchall()]

@@ -33,7 +33,9 @@ _CLAIMED = update(_TABLE).where(*_LIVE).values(rotated_at=bindparam("now"))
 _CLAIM = _CLAIMED.returning(*_TABLE.c, _USER_DISABLED)
 _INSERT = _TABLE.insert().inline()  # nothing reads the new row's id back
 # the fast path's (fast_path.py): a read, then the claim and the successor together
-_FIND = select(*_TABLE.c, _USER_DISABLED).where(*_LIVE)
+# (the columns the successor and the answer are made of: each one read costs its parsing)
+_FIND = select(*(_TABLE.c[name] for name in ("token_hash", "family_id", "client_id", "user_id", "scope", "resources",
+                                              "auth", "expires_at", "dpop_jkt")), _USER_DISABLED).where(*_LIVE)
 _CLAIM_ID = _CLAIMED.returning(_TABLE.c.id)
 _SUCCESSOR_COLUMNS = [column.name for column in _TABLE.c if column.name not in ("id", "rotated_at",
                                                                                "revoked_at")]

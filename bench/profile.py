@@ -35,7 +35,7 @@ USERS = 4
 # -- round-trip counters --------------------------------------------------------------------------
 
 class Counters:
-    """SQL statements (a SQLAlchemy event) and Redis round trips (one per packed send)."""
+    """SQL statements (a SQLAlchemy event, and the fast path's own) and Redis round trips (one per packed send)."""
 
     def __init__(self, engine):
         import redis.connection
@@ -61,6 +61,17 @@ class Counters:
             return send(conn, command, check_health)
 
         redis.connection.AbstractConnection.send_packed_command = counted  # this process only
+
+        from oidc_provider.oauth import fast_path
+
+        execute = fast_path._Driver.execute
+
+        def driver_counted(driver, statement, params):
+            # on PostgreSQL the fast path runs its statements on the pool's psycopg connection, past the event
+            counters.sql[driver.compiler.sql(statement, tuple(params)).split(None, 1)[0].upper()] += 1
+            return execute(driver, statement, params)
+
+        fast_path._Driver.execute = driver_counted
 
     def watch(self, app):
         """CPU per endpoint: a WSGI middleware around the app (the test client's own work excluded)."""

@@ -4,7 +4,8 @@ and optionally node-oidc-provider beside it, under the same workloads.
 Every cell runs one workload at one concurrency for a bounded time and reports operations
 per second, p50/p99 latency (client side), server CPU seconds per operation (read from
 /proc for the server's processes) and the servers' peak resident memory. The primary figure
-is operations per server CPU-second. An error in a cell fails that cell.
+is operations per server CPU-second. An error in a cell fails that cell, and so does a connection
+that got no answer within the cell (a server starving some connections would hide them from p99).
 
     python -m bench.run [--compare] [--duration 10] [--concurrency 8,32] [--workers 2] [--threads 4]
                         [--repeat 3]
@@ -468,6 +469,7 @@ def run_cell(target: Target, workload: str, concurrency: int, duration: float) -
     if errors:
         return {"error": errors[0]}
     latencies: list[list[float]] = [[] for _ in states]
+    answered_in_time = [0] * concurrency  # per connection: operations finished before the cell ended
     start_barrier = threading.Barrier(concurrency + 1)
     stop_at = [0.0]
 
@@ -478,7 +480,9 @@ def run_cell(target: Target, workload: str, concurrency: int, duration: float) -
             while time.perf_counter() < stop_at[0] and not errors:
                 begin = time.perf_counter()
                 operation(target, http_, states[index])
-                latencies[index].append(time.perf_counter() - begin)
+                finished = time.perf_counter()
+                latencies[index].append(finished - begin)
+                answered_in_time[index] += finished <= stop_at[0]
         except Exception as exc:  # noqa: BLE001 - any failure fails the cell
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:
@@ -506,6 +510,9 @@ def run_cell(target: Target, workload: str, concurrency: int, duration: float) -
     sampler.join()
     if errors:
         return {"error": errors[0]}
+    starved = answered_in_time.count(0)
+    if starved:  # a server that serves some connections and leaves the rest waiting hides them from p99
+        return {"error": f"{starved} of {concurrency} connections got no answer within the cell"}
     samples = sorted(x for per in latencies for x in per)
     if not samples:
         return {"error": "no operation completed"}

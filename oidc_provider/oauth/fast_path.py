@@ -9,9 +9,11 @@ refresh. It authenticates the client with the same keyed hash, and issues throug
 functions as the Authlib grants (server.py: client_credentials_issue, code_issue,
 refresh_issue, ...) and the same TokenService statements.
 
-A refresh is read first, answered (both tokens signed), and only then claimed: the claim and
-the successor are written together, on PostgreSQL in one autocommitted statement (two round
-trips in all, no row locked while signing), elsewhere in one transaction.
+A refresh is claimed first, and a copy of the token stored as its successor with the claim, on
+PostgreSQL in one autocommitted statement (a refresh's one round trip, no row locked while
+signing), elsewhere in one transaction; the answer is made from that copy. What the answer
+computes otherwise (an acr whose factors aged out) is written over the copy, and an answer that
+fails gives the claim back, so the Flask endpoint answers the request as if it came first.
 
 The code exchange is answered for a live code of this client, with its redirect_uri and PKCE
 verifier, resources the grant covers and an active account; the code is counted, the refresh
@@ -22,7 +24,7 @@ judged the same way.
 It never answers an error. Anything else - a wrong secret, an unknown or spent refresh token,
 a spent or unknown code, a wrong verifier or redirect_uri, a repeated or unexpected parameter,
 a DPoP proof, an assertion, a public client's code without PKCE, a token claimed by a
-concurrent use before ours, a failure before the write - is rolled back and handed unchanged
+concurrent use before ours, a failure (a claim given back) - is rolled back and handed unchanged
 to the Flask endpoint, whose Authlib grants alone decide what is refused and how (a replayed
 refresh token revokes its family there).
 
@@ -43,6 +45,7 @@ import logging
 import time
 from collections import namedtuple
 from contextlib import contextmanager
+from dataclasses import replace
 from urllib.parse import parse_qs, unquote
 
 from authlib.oauth2.rfc6749 import OAuth2Error
@@ -89,7 +92,7 @@ class FastPath:
     def __init__(self, flask_wsgi_app, op, engine):
         self.flask = flask_wsgi_app
         self.op = op
-        self.one_statement = engine.dialect.name == "postgresql"  # TokenService.rotate
+        self.one_statement = engine.dialect.name == "postgresql"  # TokenService.claim_for_rotation
         self.connect = DriverConnection(engine).connect if self.one_statement else engine.connect
         always = every_answer_headers(op.settings.issuer_url.startswith("https://"))
         self.routes = {  # (method, path): the endpoint's name, the answer (body, headers, grant), headers
@@ -117,8 +120,8 @@ class FastPath:
         try:
             answered_with = answer(environ)
         except self.outages:
-            answered_with = None  # nothing was written; the full endpoint meets the outage too, answers and logs it
-        except Exception:  # noqa: BLE001 - nothing was written: the full endpoint answers
+            answered_with = None  # nothing stays written; the full endpoint meets the outage too, answers and logs it
+        except Exception:  # noqa: BLE001 - nothing stays written: the full endpoint answers
             log.warning("the fast path of %s failed; the full endpoint answers", path, exc_info=True)
             answered_with = None
         if answered_with is None:
@@ -215,16 +218,21 @@ class FastPath:
         if "refresh_token" not in form:
             return None
         tokens = self.op.tokens
-        with self.connect() as sql:  # leaving without a commit rolls back what was not committed
-            row = tokens.read_refresh_token(form["refresh_token"][0], sql)
-            if row is None or row.user_disabled is not False or row.client_id != client.client_id or row.dpop_jkt:
+        with self.connect() as sql:
+            rotation = tokens.claim_for_rotation(form["refresh_token"][0], client.client_id, sql, self.one_statement)
+            if rotation is None:
                 return None
-            issued = refresh_issue(self.op, client, row, row.scope, [])
-            token, successor = tokens.respond(issued)
-            refresh_id_token(self.op, client, row, issued, token)
-            # the claim and the successor, once the answer is complete; a concurrent use that
-            # claimed the token first is the full endpoint's to judge (a replay revokes the family)
-            return token if tokens.rotate(row.token_hash, successor, sql, self.one_statement) else None
+            try:
+                copy = rotation.successor
+                issued = replace(refresh_issue(self.op, client, copy, copy.scope, []), access_jti=copy.access_jti,
+                                 refresh_token=rotation.successor_value)
+                token, successor = tokens.respond(issued)
+                refresh_id_token(self.op, client, copy, issued, token)
+                tokens.settle(rotation, successor, sql)
+            except BaseException:
+                tokens.undo(rotation, sql)
+                raise
+            return token
 
     def _authorization_code(self, client, form: dict) -> dict | None:
         code_value = form.get("code", [""])[0]
@@ -328,10 +336,11 @@ class DriverConnection:
             pooled.close()
 
     def sql(self, statement, names: tuple[str, ...]) -> str:
-        """The statement as the driver's SQL; an INSERT...VALUES's columns are the parameters given."""
+        """The statement as the driver's SQL; as on SQLAlchemy's Connection, the columns an
+        INSERT...VALUES or an UPDATE writes can be given as parameters."""
         key = (statement, names)
         if key not in self.compiled:
-            columns = list(names) if statement.is_insert and statement.select is None else None
+            columns = list(names) if statement.is_update or statement.is_insert and statement.select is None else None
             self.compiled[key] = str(statement.compile(dialect=self.engine.dialect, column_keys=columns))
         return self.compiled[key]
 

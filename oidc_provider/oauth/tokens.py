@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Integer, String, bindparam, delete, null, select, update
 
 from ..extensions import db
 from ..models import RefreshToken, User
@@ -32,18 +32,34 @@ _CLAIMED = update(_TABLE).where(*_LIVE).values(rotated_at=bindparam("now"))
 # the Authlib grant's claim: the token's columns and its user's state, in one round trip
 _CLAIM = _CLAIMED.returning(*_TABLE.c, _USER_DISABLED)
 _INSERT = _TABLE.insert().inline()  # nothing reads the new row's id back
-# the fast path's (fast_path.py): a read, then the claim and the successor together
-# (the columns the successor and the answer are made of: each one read costs its parsing)
-_FIND = select(*(_TABLE.c[name] for name in ("token_hash", "family_id", "client_id", "user_id", "scope", "resources",
-                                              "auth", "expires_at", "dpop_jkt")), _USER_DISABLED).where(*_LIVE)
-_CLAIM_ID = _CLAIMED.returning(_TABLE.c.id)
-_SUCCESSOR_COLUMNS = [column.name for column in _TABLE.c if column.name not in ("id", "rotated_at",
-                                                                               "revoked_at")]
-_ROTATE = (_TABLE.insert()  # PostgreSQL: one statement, atomic without a transaction
-           .from_select(_SUCCESSOR_COLUMNS,
-                        select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _SUCCESSOR_COLUMNS))
-                        .select_from(_CLAIM_ID.cte("claimed")))
-           .returning(_TABLE.c.id))
+# the fast path's (fast_path.py): the claim and, in the same statement, a copy of the token as its
+# successor (new hash, access token id and times; the access token's lifetime the predecessor's),
+# returned as stored so the answer can be made from it, before anything is signed
+_USER_ACTIVE = db.select(User.disabled).where(User.id == _TABLE.c.user_id).scalar_subquery().is_(False)
+_CLAIM_FOR_COPY = _CLAIMED.where(_TABLE.c.client_id == bindparam("claiming_client"), _TABLE.c.dpop_jkt.is_(None),
+                                 _USER_ACTIVE)
+_COPIED = ("family_id", "client_id", "user_id", "scope", "resources", "auth", "expires_at")
+_SUCCESSOR = [column for column in _TABLE.c if column.name not in ("id", "rotated_at", "revoked_at")]
+
+
+def _copy_of(claimed):
+    """INSERT the successor made of `claimed` (the presented token's row), RETURNING it."""
+    return (_TABLE.insert()
+            .from_select([*_COPIED, "token_hash", "issued_at", "access_jti", "access_exp"],
+                         select(*(claimed.c[name] for name in _COPIED), bindparam("successor_hash", type_=String),
+                                bindparam("now", type_=Integer), bindparam("successor_jti", type_=String),
+                                bindparam("now", type_=Integer) + (claimed.c.access_exp - claimed.c.issued_at)))
+            .returning(*_SUCCESSOR))
+
+
+_COPY = _copy_of(_CLAIM_FOR_COPY.returning(*(_TABLE.c[name] for name in (*_COPIED, "access_exp", "issued_at")))
+                 .cte("claimed"))  # PostgreSQL: one statement, atomic without a transaction
+_CLAIM_ID = _CLAIM_FOR_COPY.returning(_TABLE.c.id)  # elsewhere: the claim, then the copy, one transaction
+_COPY_BY_ID = _copy_of(select(_TABLE).where(_TABLE.c.id == bindparam("claimed_id")).subquery())
+_UNCLAIM = (update(_TABLE).where(_TABLE.c.token_hash == bindparam("presented_hash"),
+                                 _TABLE.c.rotated_at == bindparam("now")).values(rotated_at=null()))
+_DROP_COPY = delete(_TABLE).where(_TABLE.c.token_hash == bindparam("successor_hash"))
+_AMEND = update(_TABLE).where(_TABLE.c.token_hash == bindparam("successor_hash"))  # SET: the columns given
 _REVOKE_FAMILY = (update(_TABLE).where(_TABLE.c.family_id == bindparam("family"), _TABLE.c.revoked_at.is_(None))
                   .values(revoked_at=bindparam("now")))
 _FAMILY_ACCESS = select(_TABLE.c.access_jti, _TABLE.c.access_exp).where(_TABLE.c.family_id == bindparam("family"))
@@ -93,7 +109,18 @@ class Issue:
     refresh_scope: str | None = None  # RFC 6749 6: a rotated token keeps the original scope
     refresh_expires_at: int | None = None
     access_jti: str | None = None
+    refresh_token: str | None = None  # the one to issue (its row already stored), else a new one
     dpop_jkt: str | None = None  # RFC 9449: bind the access token (and a public client's refresh token)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A refresh token the fast path claimed, and the copy of it stored as its successor."""
+
+    presented_hash: str
+    now: int
+    successor_value: str  # the refresh token the answer hands out
+    successor: object  # its row as stored (RefreshToken's columns): what the answer is made of
 
 
 class TokenService:
@@ -160,7 +187,7 @@ class TokenService:
             token["scope"] = spec.scope
         if not spec.include_refresh:
             return token, None
-        token["refresh_token"] = secrets.token_urlsafe(32)
+        token["refresh_token"] = spec.refresh_token or secrets.token_urlsafe(32)
         client_lifetime = spec.client.config.refresh_token_lifetime or self.settings.lifetimes.refresh_token
         return token, dict(
             token_hash=sha256_hex(token["refresh_token"]),
@@ -241,26 +268,39 @@ class TokenService:
         user_disabled = columns.pop("user_disabled")
         return RefreshToken(**columns), user_disabled is False  # NULL: no such user
 
-    def read_refresh_token(self, value: str, sql):
-        """A live token's row with `user_disabled` (NULL: no such user), else None; claimed by
-        nothing: `rotate` claims it once the answer is complete."""
+    def claim_for_rotation(self, value: str, client_id: str, sql, one_statement: bool) -> Rotation | None:
+        """Claim a live refresh token of `client_id`, unbound (no DPoP key), of an active user,
+        and store a copy of it as its successor, committed together before the answer is signed:
+        on PostgreSQL (`one_statement`) in one autocommitted statement, a refresh's only round
+        trip in the common case. None when nothing was claimed: the full endpoint judges (a
+        replay revokes the family there); a concurrent use that claimed it first is one."""
         if not value or len(value) > 512:
             return None
-        return sql.execute(_FIND, {"presented_hash": sha256_hex(value), "now": int(time.time())}).first()
-
-    def rotate(self, presented_hash: str, successor: dict, sql, one_statement: bool) -> bool:
-        """Claim the presented token and store its successor, committed together; False when a
-        concurrent use claimed it first (or it has just ended), and nothing was written. On
-        PostgreSQL (`one_statement`) a single autocommitted statement does both: one round trip,
-        no row locked while the answer was being signed."""
-        spent = {"presented_hash": presented_hash, "now": int(time.time())}
+        successor_value = secrets.token_urlsafe(32)
+        params = {"presented_hash": sha256_hex(value), "now": int(time.time()), "claiming_client": client_id,
+                  "successor_hash": sha256_hex(successor_value), "successor_jti": uuid.uuid4().hex}
         if one_statement:
-            return sql.execute(_ROTATE, {**successor, **spent}).first() is not None
-        if sql.execute(_CLAIM_ID, spent).first() is None:
-            return False
-        sql.execute(_INSERT, successor)
+            row = sql.execute(_COPY, params).first()
+        else:
+            claimed = sql.execute(_CLAIM_ID, params).first()
+            row = claimed and sql.execute(_COPY_BY_ID, {**params, "claimed_id": claimed.id}).first()
+            sql.commit()
+        return row and Rotation(params["presented_hash"], params["now"], successor_value, row)
+
+    def settle(self, rotation: Rotation, successor: dict, sql) -> None:
+        """Write over the stored copy what the answer's successor (`respond`) has otherwise: an acr
+        whose factors aged out, a lifetime configured since, a second that passed. Usually nothing."""
+        changed = {name: value for name, value in successor.items() if getattr(rotation.successor, name) != value}
+        if changed:
+            sql.execute(_AMEND, {"successor_hash": successor["token_hash"], **changed})
+            sql.commit()
+
+    def undo(self, rotation: Rotation, sql) -> None:
+        """Give a claim back when its answer failed: the presented token live again, its copy (never
+        handed out) gone, so the full endpoint can answer the request as if it came first."""
+        sql.execute(_UNCLAIM, {"presented_hash": rotation.presented_hash, "now": rotation.now})
+        sql.execute(_DROP_COPY, {"successor_hash": rotation.successor.token_hash})
         sql.commit()
-        return True
 
     def refresh_token_is_live(self, row: RefreshToken) -> bool:
         return row.rotated_at is None and row.revoked_at is None and row.expires_at > time.time()

@@ -39,7 +39,7 @@ def no_fast_path_failure():
     handler.emit = failures.append
     logger = logging.getLogger("oidc_provider.oauth.fast_path")
     logger.addHandler(handler)
-    yield
+    yield failures  # a test that makes the fast path fail takes its failures out
     logger.removeHandler(handler)
     assert not failures, failures[0].getMessage()
 
@@ -205,37 +205,94 @@ def test_a_disabled_account_gets_no_refresh_the_fast_way(provider, user, full_en
     assert answer.status_code == 400 and len(full_endpoint) == 1
 
 
-def test_a_token_claimed_elsewhere_while_the_answer_is_signed_is_the_endpoints_to_judge(provider, user,
-                                                                                      full_endpoint):
-    """The fast path reads the token, signs, and only then claims it: a concurrent use that got
-    there first leaves the fast path nothing to store, and the endpoint sees a replay."""
-    token = refresh_token_of(provider, user)
-    tokens = provider.app.extensions["op"].tokens
+def refresh_rows(provider, token: str):
+    """The rows of `token`'s family, oldest first, and the row of `token` itself."""
     from oidc_provider.extensions import db
     from oidc_provider.models import RefreshToken
     from oidc_provider.oauth.tokens import sha256_hex
 
-    def concurrent_use_first(spec):
-        with provider.app.app_context():  # as a rotation in another worker would mark it
-            row = db.session.execute(db.select(RefreshToken).filter_by(token_hash=sha256_hex(token))).scalar_one()
-            row.rotated_at = row.issued_at
-            db.session.commit()
+    with provider.app.app_context():
+        row = db.session.execute(db.select(RefreshToken).filter_by(token_hash=sha256_hex(token))).scalar_one()
+        family = db.session.execute(db.select(RefreshToken).filter_by(family_id=row.family_id)
+                                    .order_by(RefreshToken.id)).scalars().all()
+        db.session.expunge_all()
+    return family, row
+
+
+def test_the_stored_successor_is_the_one_handed_out(provider, user, full_endpoint):
+    """The fast path stores the successor as a copy of the presented token before signing: the
+    copy must hold the access token it was answered with (revoking the family revokes it by jti
+    until its exp), whatever lifetime the copy assumed."""
+    from oidc_provider.extensions import db
+    from oidc_provider.models import RefreshToken
+
+    first = refresh_token_of(provider, user)
+    _, presented = refresh_rows(provider, first)
+    with provider.app.app_context():  # as if issued when the resource's tokens lived 5 seconds
+        db.session.get(RefreshToken, presented.id).access_exp = presented.issued_at + 5
+        db.session.commit()
+    for token in (first, None):
+        answer = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token or successor})
+        assert answer.status_code == 200 and full_endpoint == []
+        successor = answer.json()["refresh_token"]
+        claims = jwt_parts(answer.json()["access_token"])[1]
+        assert claims["exp"] - claims["iat"] == 120  # the resource's lifetime (conftest)
+        _, stored = refresh_rows(provider, successor)
+        assert (stored.access_jti, stored.access_exp, stored.issued_at) == (claims["jti"], claims["exp"], claims["iat"])
+        assert stored.rotated_at is None and stored.auth == presented.auth and stored.scope == presented.scope
+
+
+def test_a_failure_after_the_claim_gives_the_token_back(provider, user, full_endpoint, monkeypatch,
+                                                         no_fast_path_failure):
+    """Claimed and copied, then the answer fails: the claim is undone and its copy dropped, so
+    the full endpoint answers as if the request came first (not as a replay)."""
+    from oidc_provider.oauth import fast_path
+
+    def failing(*args):
+        raise RuntimeError("the signing key is unreadable")
+
+    token = refresh_token_of(provider, user)
+    full_endpoint.clear()
+    monkeypatch.setattr(fast_path, "refresh_id_token", failing)
+    answer = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
+    assert answer.status_code == 200, answer.text
+    assert len(full_endpoint) == 1
+    assert [failure.getMessage() for failure in no_fast_path_failure] == \
+        ["the fast path of /oidc/token failed; the full endpoint answers"]
+    no_fast_path_failure.clear()
+    family, presented = refresh_rows(provider, token)
+    _, successor = refresh_rows(provider, answer.json()["refresh_token"])
+    assert presented.rotated_at is not None and presented.revoked_at is None
+    assert [row.id for row in family] == [presented.id, successor.id]  # no copy left behind
+    monkeypatch.undo()
+    assert token_request(provider, {"grant_type": "refresh_token", "refresh_token": answer.json()["refresh_token"]}
+                         ).status_code == 200
+
+
+def test_a_use_while_the_answer_is_signed_is_a_replay(provider, user, full_endpoint):
+    """The fast path claims the token before it signs: a second use meanwhile finds it spent,
+    and the endpoint revokes the family (RFC 9700 4.14.2), the first answer's successor too."""
+    token = refresh_token_of(provider, user)
+    tokens = provider.app.extensions["op"].tokens
+    meanwhile = []
+
+    def second_use_while_signing(spec):
+        meanwhile.append(token_request(provider, {"grant_type": "refresh_token", "refresh_token": token}))
         return type(tokens).respond(tokens, spec)
 
     full_endpoint.clear()
-    tokens.respond = concurrent_use_first
+    tokens.respond = second_use_while_signing
     try:
-        answer = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
+        first = token_request(provider, {"grant_type": "refresh_token", "refresh_token": token})
     finally:
         del tokens.respond
-    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", answer.text
-    assert len(full_endpoint) == 1
-    with provider.app.app_context():
-        family = db.session.execute(db.select(RefreshToken.family_id)
-                                    .filter_by(token_hash=sha256_hex(token))).scalar_one()
-        rows = db.session.execute(db.select(RefreshToken).filter_by(family_id=family)).scalars().all()
-    # no successor stored; the family revoked (RFC 9700 4.14.2)
-    assert len(rows) == 1 and rows[0].revoked_at is not None
+    assert first.status_code == 200
+    assert meanwhile[0].status_code == 400 and meanwhile[0].json()["error"] == "invalid_grant"
+    assert len(full_endpoint) == 1  # the second use only
+    family, _ = refresh_rows(provider, token)
+    assert len(family) == 2 and all(row.revoked_at is not None for row in family)
+    again = token_request(provider, {"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"]})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
 # -- the code exchange ---------------------------------------------------------------------------------

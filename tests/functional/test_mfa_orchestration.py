@@ -133,6 +133,14 @@ def test_a_level_with_max_age_falls_back_on_refresh(leveled, gateway_server):
     access = jwt.decode(refreshed["access_token"], options={"verify_signature": False})
     assert "acr" not in id_claims and "acr" not in access  # mfa is no longer fresh
     assert id_claims["amr"] == ["pwd", "sms", "mfa"]  # what was done stays true
+    with leveled.app.app_context():  # and the successor remembers the level it was given
+        from oidc_provider.extensions import db
+        from oidc_provider.models import RefreshToken
+        from oidc_provider.oauth.tokens import sha256_hex
+
+        stored = db.session.execute(db.select(RefreshToken.auth)
+                                    .filter_by(token_hash=sha256_hex(refreshed["refresh_token"]))).scalar_one()
+    assert stored["acr"] is None and stored["amr"] == ["pwd", "sms", "mfa"]
     # and the session asks again for the stale level
     again = agent.authorize(client_id="web", acr_values="mfa")
     assert again.status_code == 200 and ("One more step" in again.text or 'name="password"' in again.text)

@@ -333,8 +333,8 @@ def test_a_refresh_rotation_cut_at_each_statement_never_leaves_both_tokens_dead(
     current = tokens_for(op, person)["refresh_token"]
     outcomes = []
     for skip in range(8):
-        # the 1st, 2nd, ... statement naming the presented token (its hash: the read, the claim
-        # that stores the successor) is dropped before the server sees it
+        # the 1st, 2nd, ... statement naming the presented token (its hash: the claim that stores
+        # the successor, then any other) is dropped before the server sees it
         faulty.proxy.cut_before(hashlib.sha256(current.encode()).hexdigest().encode(), skip=skip)
         answer = refresh(op, current)
         cut = not faulty.proxy.armed
@@ -349,7 +349,7 @@ def test_a_refresh_rotation_cut_at_each_statement_never_leaves_both_tokens_dead(
             current = retried.json()["refresh_token"]
         if not cut:
             break  # a rotation with fewer statements than skipped: every cut point was tried
-    assert outcomes[:2] == [(0, True, 503), (1, True, 503)], outcomes  # the read, the rotation
+    assert outcomes[0] == (0, True, 503), outcomes  # the claim
     assert not outcomes[-1][1], f"more statements than tried: {outcomes}"
     with op.app.app_context():
         rows = db.session.execute(db.select(RefreshToken).filter_by(user_id=person["sub"])).scalars().all()

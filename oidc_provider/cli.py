@@ -73,13 +73,15 @@ def run(host, port):
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", type=click.IntRange(1, 64), help="worker processes  [default: one per CPU]")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="threads per worker")
-def serve(host, port, workers, threads):
+@click.option("--hash-slots", type=click.IntRange(1, 256),
+              help="argon2id hashes each worker computes at once  [default: the CPUs shared among the workers]")
+def serve(host, port, workers, threads, hash_slots):
     """Serve in production shape: Granian, several workers, settings from provider.yaml and env."""
     from .oauth.keys import KeysNotReady
     from .serve import serve as run_server
 
     try:
-        run_server(host, port, workers, threads)
+        run_server(host, port, workers, threads, hash_slots)
     except (ConfigError, KeysNotReady) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -5,7 +5,8 @@ processes, each building its own app after the fork, so each has its own databas
 engine and pool, Redis connections, key ring, clients registry and master secret; the
 parent only checks the configuration and never opens a connection a worker could
 inherit. Prometheus counters go to files in PROMETHEUS_MULTIPROC_DIR (a fresh folder
-each start), which /metrics adds up across the workers.
+each start), which /metrics adds up across the workers. OIDC_PROVIDER_HASH_SLOTS tells the
+workers how many argon2id hashes each computes at once (authn/factors/password.py).
 """
 
 from __future__ import annotations
@@ -70,12 +71,20 @@ def granian_server(host: str, port: int, workers: int, threads: int, log_format:
     )
 
 
-def serve(host: str, port: int, workers: int | None, threads: int = DEFAULT_THREADS) -> None:
+def default_hash_slots(workers: int) -> int:
+    """The CPUs shared among the workers: one hash per CPU across the server."""
+    return max(1, -(-(os.cpu_count() or 1) // workers))
+
+
+def serve(host: str, port: int, workers: int | None, threads: int = DEFAULT_THREADS,
+          hash_slots: int | None = None) -> None:
     """Check the configuration, then run Granian until SIGINT/SIGTERM."""
     folder, temporary = metrics_folder()  # first: before anything imports prometheus_client
+    workers = workers or os.cpu_count() or 1
+    os.environ["OIDC_PROVIDER_HASH_SLOTS"] = str(hash_slots or default_hash_slots(workers))  # before the fork
     try:
         settings = check_configuration()
-        server = granian_server(host, port, workers or os.cpu_count() or 1, threads, settings.logging.format)
+        server = granian_server(host, port, workers, threads, settings.logging.format)
         server.serve()
     finally:
         if temporary:

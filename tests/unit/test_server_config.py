@@ -93,6 +93,7 @@ def test_serve_command_refuses_bad_options_and_missing_keys(tmp_path):
     (tmp_path / "config" / "provider.yaml").write_text("dev_mode: false\n")
     bad = run_cli(tmp_path, "serve", "--workers", "0", ok=False)
     assert "--workers" in bad.stderr
+    assert "--hash-slots" in run_cli(tmp_path, "serve", "--hash-slots", "0", ok=False).stderr
     missing = run_cli(tmp_path, "serve", "--port", "1", ok=False)
     assert "oidc-provider keys generate" in missing.stderr
 

@@ -3,9 +3,18 @@
 Hashed and verified by libsodium (PyNaCl), which picks its AVX2 or AVX-512 code on the CPU
 at run time: the same PHC strings as argon2-cffi writes and reads, at about half the CPU of
 its portable build. argon2-cffi still reads a stored hash's parameters (check_needs_rehash).
+
+A process computes at most HASH_SLOTS hashes at once, the others wait their turn: the server's
+cores shared among its workers (`serve` sets OIDC_PROVIDER_HASH_SLOTS), else one per core.
+More at once only take turns on the same cores, each evicting the others' 19 MiB from the
+caches and holding 19 MiB more: a flood of password posts costs more CPU per login and more
+memory, not more logins (README, Production).
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 import nacl.pwhash.argon2id as argon2id
 from argon2 import PasswordHasher
@@ -20,6 +29,8 @@ TIME_COST, MEMORY_KIB = 2, 19 * 1024
 PARAMETERS = PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_KIB, parallelism=1)
 THROTTLE_WINDOW = 15 * 60
 MIN_LENGTH, MAX_LENGTH = 8, 1024  # `users set-password` and the password reset page alike
+HASH_SLOTS = int(os.environ.get("OIDC_PROVIDER_HASH_SLOTS") or os.cpu_count() or 1)
+_hashing = threading.BoundedSemaphore(HASH_SLOTS)
 
 
 def acceptable_password(password: str) -> bool:
@@ -27,12 +38,14 @@ def acceptable_password(password: str) -> bool:
 
 
 def hash_password(password: str) -> str:
-    return argon2id.str(password.encode(), opslimit=TIME_COST, memlimit=MEMORY_KIB * 1024).decode()
+    with _hashing:
+        return argon2id.str(password.encode(), opslimit=TIME_COST, memlimit=MEMORY_KIB * 1024).decode()
 
 
 def password_matches(stored: str, password: str) -> bool:
     try:
-        return argon2id.verify(stored.encode(), password.encode())
+        with _hashing:
+            return argon2id.verify(stored.encode(), password.encode())
     except CryptoError:  # a wrong password, or a stored value that is no argon2id hash
         return False
 

@@ -1,0 +1,51 @@
+"""argon2id hashing in one process: at most HASH_SLOTS hashes at once, the rest take turns."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from oidc_provider.authn.factors import password
+from oidc_provider.serve import default_hash_slots
+
+
+@pytest.fixture
+def running_hashes(monkeypatch):
+    """The most hashes libsodium computed at the same moment while the test ran."""
+    verify, make = password.argon2id.verify, password.argon2id.str
+    now, most, lock = [0], [0], threading.Lock()
+
+    def counted(function):
+        def run(*args, **kwargs):
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with lock:
+                    now[0] -= 1
+        return run
+
+    monkeypatch.setattr(password.argon2id, "verify", counted(verify))
+    monkeypatch.setattr(password.argon2id, "str", counted(make))
+    return most
+
+
+def test_a_process_computes_no_more_hashes_at_once_than_its_slots(running_hashes):
+    stored = password.hash_password("correct horse battery")
+    guesses = ["correct horse battery", "wrong"] * (3 * password.HASH_SLOTS)
+    with ThreadPoolExecutor(len(guesses)) as pool:
+        matched = list(pool.map(lambda guess: password.password_matches(stored, guess), guesses))
+        hashed = list(pool.map(password.hash_password, guesses[:4]))
+    assert matched == [guess == "correct horse battery" for guess in guesses]
+    assert all(password.password_matches(value, guess) for value, guess in zip(hashed, guesses))
+    assert 1 <= running_hashes[0] <= password.HASH_SLOTS
+
+
+@pytest.mark.parametrize("cpus, workers, slots", [(2, 1, 2), (2, 2, 1), (2, 3, 1), (8, 2, 4), (8, 3, 3), (None, 4, 1)])
+def test_serve_shares_the_cpus_among_its_workers(monkeypatch, cpus, workers, slots):
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert default_hash_slots(workers) == slots

@@ -24,20 +24,18 @@ from ..models import RefreshToken, User
 
 # The refresh grant's statements, built once (building an expression costs more than running it)
 _TABLE = RefreshToken.__table__
-_USER_DISABLED = (db.select(User.disabled).where(User.id == _TABLE.c.user_id).scalar_subquery()
-                  .label("user_disabled"))
+_USER_DISABLED = db.select(User.disabled).where(User.id == _TABLE.c.user_id).scalar_subquery()  # NULL: no user
 _LIVE = (_TABLE.c.token_hash == bindparam("presented_hash"), _TABLE.c.rotated_at.is_(None),
          _TABLE.c.revoked_at.is_(None), _TABLE.c.expires_at > bindparam("now"))
 _CLAIMED = update(_TABLE).where(*_LIVE).values(rotated_at=bindparam("now"))
 # the Authlib grant's claim: the token's columns and its user's state, in one round trip
-_CLAIM = _CLAIMED.returning(*_TABLE.c, _USER_DISABLED)
+_CLAIM = _CLAIMED.returning(*_TABLE.c, _USER_DISABLED.label("user_disabled"))
 _INSERT = _TABLE.insert().inline()  # nothing reads the new row's id back
 # the fast path's (fast_path.py): the claim and, in the same statement, a copy of the token as its
 # successor (new hash, access token id and times; the access token's lifetime the predecessor's),
 # returned as stored so the answer can be made from it, before anything is signed
-_USER_ACTIVE = db.select(User.disabled).where(User.id == _TABLE.c.user_id).scalar_subquery().is_(False)
 _CLAIM_FOR_COPY = _CLAIMED.where(_TABLE.c.client_id == bindparam("claiming_client"), _TABLE.c.dpop_jkt.is_(None),
-                                 _USER_ACTIVE)
+                                 _USER_DISABLED.is_(False))
 _COPIED = ("family_id", "client_id", "user_id", "scope", "resources", "auth", "expires_at")
 _SUCCESSOR = [column for column in _TABLE.c if column.name not in ("id", "rotated_at", "revoked_at")]
 

@@ -3,7 +3,7 @@
 from flask.sessions import SecureCookieSessionInterface
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy import event
+from sqlalchemy import BigInteger, Integer, event
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -15,6 +15,10 @@ class Base(DeclarativeBase):
 # instead of re-SELECTing every row it touches after each commit (sessions are per request).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 csrf = CSRFProtect()
+# Row ids of tables that grow with every refresh or sign-in, and Unix times that pass 2^31 in
+# January 2038: 64-bit on PostgreSQL. SQLite's INTEGER already is, and only a column declared
+# INTEGER PRIMARY KEY numbers its rows itself.
+Int64 = BigInteger().with_variant(Integer, "sqlite")
 _AT_COMMIT = "op.at_commit"
 
 

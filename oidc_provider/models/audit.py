@@ -12,10 +12,10 @@ import json
 import logging
 import time
 
-from sqlalchemy import JSON, Float, Integer, String
+from sqlalchemy import JSON, Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db, write_at_commit
+from ..extensions import Int64, db, write_at_commit
 from ..observability import observe_audit
 
 log = logging.getLogger("oidc_provider.audit")
@@ -26,7 +26,7 @@ class AuditEvent(db.Model):
 
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Int64, primary_key=True)
     at: Mapped[float] = mapped_column(Float, index=True, default=time.time)
     event: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[str | None] = mapped_column(String(36), index=True)

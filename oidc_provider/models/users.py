@@ -6,7 +6,7 @@ import uuid
 from sqlalchemy import JSON, Boolean, Float, Integer, String, bindparam, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Int64, db
 
 
 class User(db.Model):
@@ -23,7 +23,7 @@ class User(db.Model):
     groups: Mapped[list] = mapped_column(JSON, default=list)
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[int] = mapped_column(Integer, default=lambda: int(time.time()))
+    created_at: Mapped[int] = mapped_column(Int64, default=lambda: int(time.time()))
     mfa_policy: Mapped[str | None] = mapped_column(String(16))  # never | adaptive | always; None: client's
     # Set by an admin (oidc_provider/admin.py): the next sign-in must enroll a factor first.
     mfa_enrollment_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

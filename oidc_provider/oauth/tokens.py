@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import Integer, String, bindparam, delete, null, select, update
+from sqlalchemy import String, bindparam, delete, null, select, update
 
-from ..extensions import db
+from ..extensions import Int64, db
 from ..models import RefreshToken, User
 
 # The refresh grant's statements, built once (building an expression costs more than running it)
@@ -45,8 +45,8 @@ def _copy_of(claimed):
     return (_TABLE.insert()
             .from_select([*_COPIED, "token_hash", "issued_at", "access_jti", "access_exp"],
                          select(*(claimed.c[name] for name in _COPIED), bindparam("successor_hash", type_=String),
-                                bindparam("now", type_=Integer), bindparam("successor_jti", type_=String),
-                                bindparam("now", type_=Integer) + (claimed.c.access_exp - claimed.c.issued_at)))
+                                bindparam("now", type_=Int64), bindparam("successor_jti", type_=String),
+                                bindparam("now", type_=Int64) + (claimed.c.access_exp - claimed.c.issued_at)))
             .returning(*_SUCCESSOR))
 
 

@@ -558,14 +558,17 @@ def keys_generate(alg):
 
 @keys.command("rotate")
 @ALG_OPTION
-def keys_rotate(alg):
+@click.option("--now", is_flag=True,
+              help="promote a next key published for less than the JWKS cache time (a compromised key)")
+def keys_rotate(alg, now):
     """Promote the next key, retire the active one (published until its tokens expire)."""
-    from .oauth.keys import ALGORITHMS, SIGNING_GRACE, KeysNotReady
+    from .oauth.keys import ALGORITHMS, JWKS_CACHE_SECONDS, SIGNING_GRACE, KeyRing, KeysNotReady
 
     settings = _settings()
     retire_after = settings.max_token_lifetime(_client_lifetimes(settings)) + SIGNING_GRACE
+    published_for = 0 if now else JWKS_CACHE_SECONDS + KeyRing.CHECK_INTERVAL
     try:
-        entries = _key_folder().rotate(tuple(alg) or ALGORITHMS, retire_after)
+        entries = _key_folder().rotate(tuple(alg) or ALGORITHMS, retire_after, published_for)
     except KeysNotReady as exc:
         raise click.ClickException(str(exc)) from None
     for entry in entries:

@@ -32,7 +32,7 @@ from werkzeug.serving import make_server
 from oidc_provider import create_app
 from oidc_provider.cli import create_user, upgrade_database
 from oidc_provider.cookies import secure_name
-from oidc_provider.oauth.keys import KeyFolder, MasterSecret
+from oidc_provider.oauth.keys import JWKS_CACHE_SECONDS, KeyFolder, MasterSecret
 from oidc_provider.settings.clients import ClientConfig, hash_client_secret
 
 os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the RP library over loopback http
@@ -328,6 +328,16 @@ class UserAgent:
 
 
 OIDC_PROVIDER_SCRIPT = Path(sys.executable).with_name("oidc-provider")
+
+
+def published_long_enough(keys_dir: Path) -> None:
+    """As if the next keys had been in JWKS for longer than relying parties may cache it, so
+    `keys rotate` promotes them."""
+    path = keys_dir / "keyring.json"
+    ring = json.loads(path.read_text())
+    for entry in ring["keys"]:
+        entry["created_at"] -= JWKS_CACHE_SECONDS + 2
+    path.write_text(json.dumps(ring))
 
 
 def run_cli(home: Path, *args: str, input: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:

@@ -30,6 +30,7 @@ from ..models import User, record_audit
 from ..models.users import claims_for_scope
 from . import backchannel, device, par, request_object
 from .dpop import DPoPError, metadata as dpop_metadata
+from .keys import JWKS_CACHE_SECONDS
 from ..observability import authorization_error, readiness, step_up_met
 from .server import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, REPEATABLE_TOKEN_PARAMETERS,
                      requested_resources)
@@ -120,7 +121,7 @@ def published(op, path: str) -> tuple[bytes, list[tuple[str, str]]]:
     discovery document serialized once (the settings it shows do not change while we run)."""
     if path == "/oidc/jwks":
         return op.keyring.jwks_bytes, [("Content-Type", "application/jwk-set+json"),
-                                       ("Cache-Control", "public, max-age=60")]
+                                       ("Cache-Control", f"public, max-age={JWKS_CACHE_SECONDS}")]
     if "discovery" not in op.documents:
         op.documents["discovery"] = json.dumps(discovery_document(op), separators=(",", ":")).encode()
     return op.documents["discovery"], [("Content-Type", "application/json"), ("Cache-Control", "public, max-age=300")]

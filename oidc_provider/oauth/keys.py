@@ -30,6 +30,9 @@ MASTER_SECRET = "secret.key"
 # notices a rotation within KeyRing.CHECK_INTERVAL, and a request may still be signing with
 # the old key then; its token expires up to that much after the rotation.
 SIGNING_GRACE = 10
+# How long a relying party may keep a JWKS it fetched (the Cache-Control of /oidc/jwks): a next
+# key starts signing only once it has been published that long, and every instance has seen it.
+JWKS_CACHE_SECONDS = 60
 
 
 class KeysNotReady(Exception):
@@ -100,13 +103,22 @@ class KeyFolder:
         self._save_ring(entries)
         return made
 
-    def rotate(self, algs: tuple[str, ...], retire_after: int) -> list[dict]:
-        """next -> active, active -> retired, and a fresh next; prunes long-expired keys."""
+    def rotate(self, algs: tuple[str, ...], retire_after: int, published_for: float = 0) -> list[dict]:
+        """next -> active, active -> retired, and a fresh next; prunes long-expired keys. Refused
+        while a next key has been published for less than `published_for` seconds: a relying
+        party's cached JWKS would not know the key that signs."""
         entries = self._ring()
         now = int(time.time())
         for alg in algs:
-            if not any(e["alg"] == alg and e["state"] == "next" for e in entries):
+            upcoming = [e for e in entries if e["alg"] == alg and e["state"] == "next"]
+            if not upcoming:
                 raise KeysNotReady(f"no next {alg} key to promote: run 'oidc-provider keys generate'")
+            age = now - upcoming[0]["created_at"]
+            if age < published_for:
+                raise KeysNotReady(
+                    f"the next {alg} key was published {age} s ago; relying parties may keep a JWKS without "
+                    f"it for {JWKS_CACHE_SECONDS} s: rotate in {int(published_for - age) + 1} s (or with --now "
+                    f"for a compromised key, accepting that they refuse its tokens until they fetch JWKS again)")
             for entry in entries:
                 if entry["alg"] != alg:
                     continue

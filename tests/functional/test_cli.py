@@ -24,7 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
 from oidc_provider import create_app
-from tests.conftest import run_cli as cli
+from tests.conftest import published_long_enough, run_cli as cli
 from oidc_provider.oauth.keys import SIGNING_GRACE, MasterSecret
 from oidc_provider.settings.clients import hash_client_secret
 
@@ -95,6 +95,7 @@ def test_keys_generate_list_rotate(home):
     listed = keys_table(cli(home, "keys", "list").stdout)
     assert listed == {kid: (alg, state) for kid, alg, state in made}
 
+    published_long_enough(home / "keys")
     rotated = keys_table(cli(home, "keys", "rotate").stdout)
     for kid, alg, state in made:
         assert rotated[kid] == (alg, {"active": "retired", "next": "active"}[state])
@@ -113,8 +114,23 @@ def test_keys_generate_list_rotate(home):
             assert entry["published_until"] - entry["retired_at"] == 3600 + SIGNING_GRACE
 
 
+def test_a_next_key_signs_only_once_relying_parties_can_have_it(home):
+    """JWKS may be cached for its max-age: a next key younger than that is not promoted, unless
+    the operator says --now (a compromised key must go at once)."""
+    cli(home, "keys", "generate")
+    before = keys_table(cli(home, "keys", "list").stdout)
+    refused = cli(home, "keys", "rotate", ok=False)
+    assert re.search(r"the next (RS256|ES256) key was published \d+ s ago; relying parties may keep a JWKS "
+                     r"without it for 60 s: rotate in \d+ s", refused.stderr), refused.stderr
+    assert keys_table(cli(home, "keys", "list").stdout) == before  # nothing changed
+    forced = keys_table(cli(home, "keys", "rotate", "--now").stdout)
+    assert sorted(state for _, state in forced.values()) == ["active", "active", "next", "next", "retired", "retired"]
+    cli(home, "keys", "rotate", "--alg", "ES256", ok=False)  # its new next key is fresh
+
+
 def test_keys_rotate_one_algorithm(home):
     cli(home, "keys", "generate")
+    published_long_enough(home / "keys")
     before = keys_table(cli(home, "keys", "list").stdout)
     after = keys_table(cli(home, "keys", "rotate", "--alg", "ES256").stdout)
     assert {kid: row for kid, row in after.items() if row[0] == "RS256"} == \

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from oidc_provider.oauth.keys import SIGNING_GRACE, KeyRing
-from tests.conftest import _free_port, run_cli
+from tests.conftest import _free_port, published_long_enough, run_cli
 from tests.production import production_home, serve
 
 LIFETIME = 4  # seconds, of access and ID tokens: short, so the retired key's end comes within the test
@@ -96,6 +96,7 @@ def test_rotation_while_tokens_are_in_flight(instances):
     for thread in threads:
         thread.start()
     time.sleep(1.5)
+    published_long_enough(home.path / "keys")  # the relying party's JWKS already holds the next key
     rotated_at = time.time()
     run_cli(home.path, "keys", "rotate")
     rotated_by = time.time()  # keyring.json was replaced in between

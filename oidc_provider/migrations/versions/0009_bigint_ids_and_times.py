@@ -1,7 +1,7 @@
 """64-bit row ids where every refresh or sign-in adds rows, and 64-bit Unix times: an int4
-sequence runs out after 2^31 rows (weeks at a thousand refreshes a second, since rotated
-tokens keep their ids), and an int4 time after 19 January 2038 (a refresh token family
-ending later cannot be stored). PostgreSQL only: SQLite's INTEGER already holds 64 bits.
+sequence runs out after 2^31 rows ever inserted (about 25 days at a thousand refreshes a
+second, each rotation inserting one), and an int4 time after 19 January 2038 (a refresh token
+family ending later cannot be stored). PostgreSQL only: SQLite's INTEGER already holds 64 bits.
 
 Revision ID: 0009
 Revises: 0008

@@ -252,7 +252,8 @@ ITERATIONS = {"code_flow_password": 0.1}  # logins cost ~30 ms: a tenth as many
 # -- where the time goes ---------------------------------------------------------------------------
 
 COMPONENTS = [  # (end of a frame's file path, function or None, component); the first match wins
-    ("argon2/low_level.py", None, "argon2id"), ("/nacl/pwhash/", None, "argon2id"), ("/nacl/bindings/", None, "argon2id"),
+    ("argon2/low_level.py", None, "argon2id"),  # a request waits for its hash in _on_hash_slot:
+    ("authn/factors/password.py", "_on_hash_slot", "argon2id"),  # the hashing thread's CPU counts there
     ("joserfc/_rfc7518/jws_algs.py", "sign", "RSA/EC signature"),
     ("/joserfc/", None, "joserfc (JWT, JWK)"), ("/authlib/", None, "Authlib (OAuth 2.0 grants)"),
     ("/sqlalchemy/", None, "SQLAlchemy"), ("/flask_sqlalchemy/", None, "SQLAlchemy"),

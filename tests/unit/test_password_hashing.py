@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from argon2 import PasswordHasher
 
 from oidc_provider.authn.factors import password
 from oidc_provider.serve import default_hash_slots
@@ -13,8 +14,8 @@ from oidc_provider.serve import default_hash_slots
 
 @pytest.fixture
 def running_hashes(monkeypatch):
-    """The most hashes libsodium computed at the same moment while the test ran."""
-    verify, make = password.argon2id.verify, password.argon2id.str
+    """The most hashes argon2-cffi computed at the same moment while the test ran."""
+    verify, make = PasswordHasher.verify, PasswordHasher.hash
     now, most, lock = [0], [0], threading.Lock()
 
     def counted(function):
@@ -29,8 +30,8 @@ def running_hashes(monkeypatch):
                     now[0] -= 1
         return run
 
-    monkeypatch.setattr(password.argon2id, "verify", counted(verify))
-    monkeypatch.setattr(password.argon2id, "str", counted(make))
+    monkeypatch.setattr(PasswordHasher, "verify", counted(verify))
+    monkeypatch.setattr(PasswordHasher, "hash", counted(make))
     return most
 
 
@@ -49,3 +50,19 @@ def test_a_process_computes_no_more_hashes_at_once_than_its_slots(running_hashes
 def test_serve_shares_the_cpus_among_its_workers(monkeypatch, cpus, workers, slots):
     monkeypatch.setattr("os.cpu_count", lambda: cpus)
     assert default_hash_slots(workers) == slots
+
+
+# Written by libsodium, which computed the provider's hashes in earlier releases.
+STORED_BY_LIBSODIUM = "$argon2id$v=19$m=19456,t=2,p=1$Q+bXt0ooEU56XDfGlZGZ/A$BDPVyY+DADKNmXHY7z3+fLCMCncYZ2BWtjmKoV98lo8"
+
+
+def test_passwords_stored_by_earlier_releases_still_sign_in_without_a_rehash():
+    assert password.password_matches(STORED_BY_LIBSODIUM, "stored before the switch")
+    assert not password.password_matches(STORED_BY_LIBSODIUM, "stored before the switch!")
+    assert not password.needs_rehash(STORED_BY_LIBSODIUM)
+
+
+@pytest.mark.parametrize("stored", ["", "plain text", "$argon2id$v=19$m=19456,t=2,p=1$broken", "$2b$12$" + "a" * 53])
+def test_a_stored_value_that_is_no_argon2_hash_matches_nothing(stored):
+    assert not password.password_matches(stored, "plain text")
+    assert password.needs_rehash(stored)

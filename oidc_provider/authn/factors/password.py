@@ -1,36 +1,49 @@
 """Password: argon2id (OWASP parameters), the first factor of the classic login.
 
-Hashed and verified by libsodium (PyNaCl), which picks its AVX2 or AVX-512 code on the CPU
-at run time: the same PHC strings as argon2-cffi writes and reads, at about half the CPU of
-its portable build. argon2-cffi still reads a stored hash's parameters (check_needs_rehash).
+Hashed and verified by argon2-cffi, whose C library `make install` compiles for the CPU it
+runs on (AVX2 or AVX-512 instead of the portable wheel's SSE2: about 1.6x less CPU per hash).
+Its 19 MiB come from malloc, which keeps them for the next hash; libsodium, as fast in
+computation, maps them afresh every time and the kernel's page faults cost as much again
+(README, Decisions).
 
-A process computes at most HASH_SLOTS hashes at once, the others wait their turn: the server's
-cores shared among its workers (`serve` sets OIDC_PROVIDER_HASH_SLOTS), else one per core.
-More at once only take turns on the same cores, each evicting the others' 19 MiB from the
-caches and holding 19 MiB more: a flood of password posts costs more CPU per login and more
-memory, not more logins (README, Production).
+A process computes its hashes on HASH_SLOTS threads of its own, the others wait their turn: the
+server's cores shared among its workers (`serve` sets OIDC_PROVIDER_HASH_SLOTS), else one per
+core. More at once only take turns on the same cores, each evicting the others' 19 MiB from
+the caches and holding 19 MiB more: a flood of password posts costs more CPU per login and more
+memory, not more logins (README, Production). Dedicated threads also bound what malloc keeps:
+it holds the 19 MiB in the arena of each thread that hashed, so slots x 19 MiB, not one block
+per request thread.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
-import nacl.pwhash.argon2id as argon2id
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError
-from nacl.exceptions import CryptoError
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from ...i18n import lazy_gettext as _l
 from . import Verification
 
-# OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1 (libsodium's only p)
+# OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1
 TIME_COST, MEMORY_KIB = 2, 19 * 1024
-PARAMETERS = PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_KIB, parallelism=1)
+PASSWORDS = PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_KIB, parallelism=1)
 THROTTLE_WINDOW = 15 * 60
 MIN_LENGTH, MAX_LENGTH = 8, 1024  # `users set-password` and the password reset page alike
 HASH_SLOTS = int(os.environ.get("OIDC_PROVIDER_HASH_SLOTS") or os.cpu_count() or 1)
-_hashing = threading.BoundedSemaphore(HASH_SLOTS)
+_hashers: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child starts its own
+_hashers_lock = threading.Lock()
+
+
+def _on_hash_slot(function, *args):
+    """Runs function on one of this process's HASH_SLOTS hashing threads and waits for it."""
+    pool = _hashers.get(os.getpid())
+    if pool is None:
+        with _hashers_lock:
+            pool = _hashers.setdefault(os.getpid(), ThreadPoolExecutor(HASH_SLOTS, "argon2id"))
+    return pool.submit(function, *args).result()
 
 
 def acceptable_password(password: str) -> bool:
@@ -38,21 +51,19 @@ def acceptable_password(password: str) -> bool:
 
 
 def hash_password(password: str) -> str:
-    with _hashing:
-        return argon2id.str(password.encode(), opslimit=TIME_COST, memlimit=MEMORY_KIB * 1024).decode()
+    return _on_hash_slot(PASSWORDS.hash, password)
 
 
 def password_matches(stored: str, password: str) -> bool:
     try:
-        with _hashing:
-            return argon2id.verify(stored.encode(), password.encode())
-    except CryptoError:  # a wrong password, or a stored value that is no argon2id hash
+        return _on_hash_slot(PASSWORDS.verify, stored, password)
+    except (VerificationError, InvalidHashError):  # a wrong password, or no argon2 hash at all
         return False
 
 
 def needs_rehash(stored: str) -> bool:
     try:
-        return PARAMETERS.check_needs_rehash(stored)
+        return PASSWORDS.check_needs_rehash(stored)
     except InvalidHashError:
         return True
 

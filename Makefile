@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 ## argon2id's C library is compiled for this CPU (AVX2/AVX-512: about 1.6x less CPU per password
-## hash than the portable SSE2 wheel); ARGON2_MARCH=x86-64-v2 builds one for images that move
-## between CPUs. Without a C compiler the next step installs the portable wheel instead.
+## hash than the portable SSE2 wheel); for images that move between CPUs, ARGON2_MARCH=x86-64-v3
+## (any AVX2 CPU) or x86-64-v2. Without a C compiler the next step installs the portable wheel.
 ARGON2_MARCH ?= native
 ARGON2_BINDINGS := $(shell sed -n 's/.*"\(argon2-cffi-bindings==[^"]*\)".*/\1/p' pyproject.toml)
 $(STAMP): pyproject.toml

@@ -18,7 +18,6 @@ per request thread.
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
@@ -33,17 +32,21 @@ PASSWORDS = PasswordHasher(time_cost=TIME_COST, memory_cost=MEMORY_KIB, parallel
 THROTTLE_WINDOW = 15 * 60
 MIN_LENGTH, MAX_LENGTH = 8, 1024  # `users set-password` and the password reset page alike
 HASH_SLOTS = int(os.environ.get("OIDC_PROVIDER_HASH_SLOTS") or os.cpu_count() or 1)
-_hashers: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child starts its own
-_hashers_lock = threading.Lock()
+
+
+def _new_hashing_threads() -> None:
+    """The pool starts its threads on first use; a forked child inherits none, so it gets a new one."""
+    global _hashing
+    _hashing = ThreadPoolExecutor(HASH_SLOTS, "argon2id")
+
+
+_new_hashing_threads()
+os.register_at_fork(after_in_child=_new_hashing_threads)
 
 
 def _on_hash_slot(function, *args):
     """Runs function on one of this process's HASH_SLOTS hashing threads and waits for it."""
-    pool = _hashers.get(os.getpid())
-    if pool is None:
-        with _hashers_lock:
-            pool = _hashers.setdefault(os.getpid(), ThreadPoolExecutor(HASH_SLOTS, "argon2id"))
-    return pool.submit(function, *args).result()
+    return _hashing.submit(function, *args).result()
 
 
 def acceptable_password(password: str) -> bool:

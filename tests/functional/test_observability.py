@@ -218,4 +218,8 @@ def test_log_lines_are_json_with_the_request_id(served):
     access = [line for line in mine if line.get("http")]
     assert access and access[0]["http"]["endpoint"] == "interaction.login" and access[0]["http"]["status"] == 401
     assert any(line["logger"] == "_granian" for line in lines)
+    # the start says which argon2 build hashes the passwords (`make install` compiles it for the CPU)
+    build = [line for line in lines if line["logger"] == "oidc_provider.serve" and "password_hashing" in line]
+    assert len(build) == 1 and build[0]["password_hashing"] in ("compiled", "portable", "unknown")
+    assert (build[0]["level"] == "WARNING") == (build[0]["password_hashing"] == "portable")
     assert all(set(line) >= {"time", "level", "logger", "message", "request_id"} for line in lines)

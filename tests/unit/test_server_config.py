@@ -13,7 +13,7 @@ from granian.constants import Interfaces
 
 from oidc_provider.oauth.keys import KeyFolder, KeysNotReady
 from oidc_provider.observability import JsonFormatter, RequestIdFilter, granian_log_config
-from oidc_provider.serve import check_configuration, granian_server, metrics_folder
+from oidc_provider.serve import argon2_build, check_configuration, granian_server, metrics_folder
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import run_cli
 
@@ -151,3 +151,19 @@ def test_json_lines_carry_the_extra_fields_and_a_request_id():
     assert line["message"] == "audit x.y" and line["level"] == "INFO" and line["logger"] == "oidc_provider.audit"
     assert line["request_id"] is None  # outside a request
     assert line["audit"] == {"event": "x.y", "detail": {"n": 1}} and line["time"].endswith("+00:00")
+
+
+# WHEEL files as pip leaves them: PyPI's prebuilt binaries, and one `make install` built here
+PYPI_WHEEL = ("Wheel-Version: 1.0\nGenerator: bdist_wheel (0.45.1)\nRoot-Is-Purelib: false\n"
+              "Tag: cp39-abi3-manylinux_2_26_x86_64\nTag: cp39-abi3-manylinux_2_28_x86_64\n")
+LOCAL_WHEEL = ("Wheel-Version: 1.0\nGenerator: scikit-build-core 1.1.2\nRoot-Is-Purelib: false\n"
+               "Tag: cp310-abi3-linux_x86_64\n")
+
+
+@pytest.mark.parametrize("wheel, build", [
+    (PYPI_WHEEL, "portable"), (LOCAL_WHEEL, "compiled"),
+    ("Tag: cp39-abi3-musllinux_1_2_aarch64\n", "portable"), ("Tag: cp39-abi3-macosx_11_0_arm64\n", "portable"),
+    ("Tag: cp39-abi3-linux_aarch64\n", "compiled"), ("Wheel-Version: 1.0\n", "unknown"), (None, "unknown"),
+])
+def test_the_start_tells_which_argon2_build_hashes_passwords(wheel, build):
+    assert argon2_build(wheel) == build

@@ -95,7 +95,7 @@ def report_argon2_build() -> None:
         build = "unknown"
     if build == "portable":
         log.warning("password hashing: argon2-cffi's portable wheel; `make install` compiles it for this CPU "
-                    "(about 1.6x less CPU per login)", extra={"password_hashing": build})
+                    "(about 1.6x less CPU per hash)", extra={"password_hashing": build})
     else:
         log.info("password hashing: argon2 %s", "compiled for this CPU" if build == "compiled" else "of unknown build",
                  extra={"password_hashing": build})

@@ -3,8 +3,9 @@
 axe-core (pinned in tests/interop/package.json, installed by `make test`) is injected into
 each page: the login page, a refused password, the choice of a second factor, code entry,
 consent, the password reset request, the choice at enrollment, the device code page, My MFA
-settings, the TOTP setup page and an error page, in English and in German (the browser's
-language). A violation of impact "serious" or "critical" fails the test; "moderate" and
+settings, the TOTP setup page, the recovery codes (their status, a new set shown with its
+numbers, and a sign-in asking for one by its number) and an error page, in English and in
+German (the browser's language). A violation of impact "serious" or "critical" fails the test; "moderate" and
 "minor" ones are printed, so they show up without blocking. Every page must also carry its
 language on <html>, one h1 and a main landmark.
 """
@@ -114,6 +115,23 @@ def walk(page, site, provider, lang):
     page.click("main form button[type=submit]")
     page.wait_for_selector("#totp-secret")
     yield "TOTP setup"
+    page.goto(f"{site}/account/security/recovery-codes")
+    yield "recovery codes"
+    page.click("main form button[type=submit]")
+    page.wait_for_selector("#recovery-codes")
+    yield "recovery codes shown"
+
+    page.context.clear_cookies()
+    page.goto(authorize_url(site, acr_values="mfa"))
+    fill_login(page, password_only["username"], PASSWORD)
+    page.click("button[value=login]")
+    page.wait_for_selector("button[value=recovery-code], #code")
+    if page.locator("button[value=recovery-code]").count():
+        page.click("button[value=recovery-code]")
+        page.wait_for_selector("#code")
+    asks = {"en": "Enter recovery code number 1 ", "de": "Geben Sie den Wiederherstellungscode Nr. 1 "}[lang]
+    assert asks in page.inner_text("main"), page.inner_text("main")
+    yield "recovery code entry (by its number)"
 
     page.goto(f"{site}/oidc/auth?client_id=nobody&response_type=code&scope=openid")
     yield "error"
@@ -140,5 +158,5 @@ def test_the_main_pages_pass_axe_in_both_languages(provider, browser, axe_script
                 blocking[name] = serious
     finally:
         context.close()
-    assert len(visited) == 12, visited
+    assert len(visited) == 15, visited
     assert not blocking, blocking

@@ -58,6 +58,13 @@ def fill_login(page, login: str, password: str) -> None:
     page.fill("#password", password)
 
 
+def post_password(page, site: str, login: str, **params) -> None:
+    """A new authorization request, then its login page posted with the right password."""
+    page.goto(authorize_url(site, **params))
+    fill_login(page, login, PASSWORD)
+    page.click("button[value=login]")
+
+
 def walk(page, site, provider, lang):
     """Visit each page in turn; yields (name, page) when the page is ready to audit."""
     with_phone = provider.add_user(email_verified=True, phone="+15550199", phone_verified=True)
@@ -74,9 +81,7 @@ def walk(page, site, provider, lang):
     page.wait_for_url("**/reset")
     yield "password reset request"
 
-    page.goto(authorize_url(site, acr_values="mfa"))
-    fill_login(page, with_phone["username"], PASSWORD)
-    page.click("button[value=login]")
+    post_password(page, site, with_phone["username"], acr_values="mfa")
     page.wait_for_selector("button[value=email-otp]")
     yield "second factor choice"
     page.click("button[value=email-otp]")
@@ -84,16 +89,12 @@ def walk(page, site, provider, lang):
     yield "code entry"
 
     page.context.clear_cookies()
-    page.goto(authorize_url(site, client_id="web-post"))
-    fill_login(page, with_phone["username"], PASSWORD)
-    page.click("button[value=login]")
+    post_password(page, site, with_phone["username"], client_id="web-post")
     page.wait_for_selector("button[value=approve]")
     yield "consent"
 
     page.context.clear_cookies()
-    page.goto(authorize_url(site, acr_values="mfa"))
-    fill_login(page, password_only["username"], PASSWORD)
-    page.click("button[value=login]")
+    post_password(page, site, password_only["username"], acr_values="mfa")
     page.wait_for_selector("[data-enroll=choose]")
     yield "enrollment choice"
 
@@ -122,9 +123,7 @@ def walk(page, site, provider, lang):
     yield "recovery codes shown"
 
     page.context.clear_cookies()
-    page.goto(authorize_url(site, acr_values="mfa"))
-    fill_login(page, password_only["username"], PASSWORD)
-    page.click("button[value=login]")
+    post_password(page, site, password_only["username"], acr_values="mfa")
     page.wait_for_selector("button[value=recovery-code], #code")
     if page.locator("button[value=recovery-code]").count():
         page.click("button[value=recovery-code]")

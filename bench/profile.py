@@ -331,8 +331,6 @@ def profile(operation, n: int, depth: float) -> None:
         print(f"    {name:<70} {cpu_ms * seconds / total:7.3f} ms  {100 * seconds / total:5.1f}%")
 
 
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated workloads")

@@ -152,6 +152,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.factors = build_registry(op)
     op.challenges = ChallengeTracker(store, settings.lifetimes.interaction, [f.id for f in op.factors])
     app.extensions["op"] = op
+    op.serving_hooks.append(delivery.queue.start)  # a serving process also sends what others left
     op.server = create_authorization_server(app, op)
     app.wsgi_app = FastPath(app.wsgi_app, op, engine)  # the hot endpoints before Flask (oauth/fast_path.py)
 

@@ -30,6 +30,7 @@ from joserfc.jwk import RSAKey
 from werkzeug.serving import make_server
 
 from oidc_provider import create_app
+from oidc_provider.background import stop_all
 from oidc_provider.cli import create_user, upgrade_database
 from oidc_provider.cookies import secure_name
 from oidc_provider.oauth.keys import JWKS_CACHE_SECONDS, KeyFolder, MasterSecret
@@ -237,6 +238,7 @@ def start_provider(tmp_path: Path, backend: str, extra_settings=None):
     def stop():
         server.shutdown()
         thread.join(5)
+        stop_all(app)  # its queues' threads, before its store goes
         with app.app_context():
             from oidc_provider.extensions import db
 

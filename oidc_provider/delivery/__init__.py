@@ -2,7 +2,8 @@
 
 Factors (email, SMS and voice OTP, magic links) call `op.delivery`; they never talk to
 SMTP or a gateway themselves, so a deployment changes providers in provider.yaml only.
-`op.delivery` queues each message and returns: background threads send it (`Delivery`).
+`op.delivery` queues each message and returns: background threads of any worker sharing the
+store send it (`Delivery`, background.py).
 In dev_mode every message is also kept in the `outbox_messages` table (`oidc-provider
 outbox`, /dev/outbox), so development needs no mail server or SMS account.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from ..background import BackgroundQueue
@@ -61,6 +62,15 @@ class Message:
     queued_at: float = field(default_factory=time.time)  # when it was asked for: the dev outbox's order
     request_id: str | None = field(default_factory=current_request_id)  # the asking request's, for the logs
 
+    def encode(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def decode(cls, data: dict) -> Message:
+        from .email import RenderedEmail
+
+        return cls(**{**data, "email": RenderedEmail(**data["email"]) if data["email"] else None})
+
     @property
     def subject(self) -> str | None:
         return self.email.subject if self.email else None
@@ -93,7 +103,7 @@ class Delivery:
         self.queue = None
 
     def init_app(self, app) -> None:
-        self.queue = BackgroundQueue(app, "delivery", self.settings.workers, self._work)
+        self.queue = BackgroundQueue(app, "delivery", self.settings.workers, self._work, Message.encode, Message.decode)
 
     def transport(self, channel: str):
         """The SMTP mailer or the channel's gateway; None when none is configured."""

@@ -8,10 +8,10 @@ browser, or when it expires. Expiry is silent in the store, so `sweep` (run ever
 `sweep_interval` seconds by the serving app, or by `oidc-provider sessions sweep` from cron)
 finds expired sessions through the index kept by authn/session.py.
 
-Delivery never holds up the user's logout: tokens go through the in-process background
-queue (background.py), with a timeout per POST and bounded retries with backoff; each
-outcome is audited. The queue is in memory: a process that dies loses what it had
-not delivered yet (the audit log shows which logouts were never confirmed).
+Delivery never holds up the user's logout: tokens go through the background queue
+(background.py), with a timeout per POST and bounded retries with backoff; each outcome is
+audited. The queue is kept in the store: a logout whose process dies before delivering is
+delivered by another worker once its lease runs out.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import requests
@@ -162,8 +162,10 @@ def outbox(app) -> BackgroundQueue:
 def init_app(app, op) -> None:
     """Every ended session revokes its refresh tokens and, when enabled, notifies its clients;
     the serving app sweeps for expired sessions in a background thread."""
-    app.extensions[EXTENSION] = BackgroundQueue(app, "backchannel-logout", op.settings.backchannel_logout.workers,
-                                                partial(_deliver, op))
+    queue = BackgroundQueue(app, "backchannel-logout", op.settings.backchannel_logout.workers, partial(_deliver, op),
+                            asdict, lambda data: Delivery(**data))
+    app.extensions[EXTENSION] = queue
+    op.serving_hooks.append(queue.start)  # a serving process also runs the jobs that others left
     op.sessions.end_hooks.append(_session_ended(app, op))
     interval = op.settings.backchannel_logout.sweep_interval
     if not op.settings.backchannel_logout.enabled or not interval:

@@ -165,9 +165,9 @@ class Gateway(Strict):
 
 
 class Delivery(Strict):
-    """How messages to people (codes, links, notices) go out: queued by the request, which answers
-    at once, and sent by background threads of each worker process (ASVS 5.0 6.3.8: a known
-    account's answer must not wait for the SMTP server or a gateway). Each try waits at most the
+    """How messages to people (codes, links, notices) go out: queued in the store by the request,
+    which answers at once, and sent by background threads of any worker sharing the store (ASVS
+    5.0 6.3.8: a known account's answer must not wait for the SMTP server or a gateway). Each try waits at most the
     transport's own `timeout` (email:, sms:, voice:)."""
 
     attempts: int = Field(3, ge=1, le=10)  # tries per message before its failure is logged and counted

@@ -1,4 +1,5 @@
-"""Ephemeral state behind one small interface: IdP sessions, codes, consent, rate limits.
+"""Ephemeral state behind one small interface: IdP sessions, codes, consent, rate limits, and
+the background queue's jobs.
 
 Two backends with the same atomic guarantees: SQL (the embedded default, the same
 database as the durable data) and Redis. `take` and `incr` are single atomic
@@ -27,6 +28,13 @@ class Store(Protocol):
         """Run several of the commands above, e.g. [("set", (key, value, ttl)), ("incr", (key,
         ttl))], and return their results in order: one round trip on Redis. Each command keeps
         its own guarantee; the batch as a whole is not atomic."""
+    def put_job(self, queue: str, job_id: str, payload: str, due: float) -> None:
+        """Keep a background job and when it is due (a new job, or one tried again later)."""
+    def claim_job(self, queue: str, now: float, lease_until: float) -> tuple[str, str] | None:
+        """The job due first (due <= now) as (id, payload), due again only at lease_until: of
+        concurrent callers, exactly one gets it, and it comes back if its worker dies."""
+    def finish_job(self, queue: str, job_id: str) -> None: ...
+    def has_job(self, queue: str, job_id: str) -> bool: ...
     def ping(self) -> bool: ...
 
 
@@ -59,6 +67,23 @@ class JsonStore:
 
     def batch(self) -> Batch:
         return Batch(self)
+
+    # Background jobs (background.py). A queue's keys share a Redis Cluster hash tag: {queue name}.
+    def _queue(self, name: str) -> str:
+        return f"{self.prefix}queue:{{{name}}}"
+
+    def put_job(self, queue: str, job_id: str, payload: Any, due: float) -> None:
+        self.backend.put_job(self._queue(queue), job_id, json.dumps(payload, separators=(",", ":")), due)
+
+    def claim_job(self, queue: str, now: float, lease_until: float) -> tuple[str, Any] | None:
+        claimed = self.backend.claim_job(self._queue(queue), now, lease_until)
+        return None if claimed is None else (claimed[0], json.loads(claimed[1]))
+
+    def finish_job(self, queue: str, job_id: str) -> None:
+        self.backend.finish_job(self._queue(queue), job_id)
+
+    def has_job(self, queue: str, job_id: str) -> bool:
+        return self.backend.has_job(self._queue(queue), job_id)
 
     def ping(self) -> bool:
         return self.backend.ping()

@@ -21,6 +21,30 @@ else redis.call('PEXPIRE', KEYS[1], ARGV[1], 'NX') end
 return count
 """
 
+# A queue is two keys with one hash tag (one Cluster slot): KEYS[1] a sorted set of job ids by
+# when each is due, KEYS[2] a hash of their payloads.
+_PUT_JOB = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+"""
+# ARGV[1]: now; ARGV[2]: the lease's end, when the job is due again unless finished meanwhile
+_CLAIM_JOB = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #due == 0 then return false end
+local payload = redis.call('HGET', KEYS[2], due[1])
+if not payload then redis.call('ZREM', KEYS[1], due[1]) return false end
+redis.call('ZADD', KEYS[1], ARGV[2], due[1])
+return {due[1], payload}
+"""
+_FINISH_JOB = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
+
+def _job_keys(queue: str) -> tuple[str, str]:
+    return f"{queue}:due", f"{queue}:jobs"
+
 
 def _ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
@@ -68,6 +92,19 @@ class RedisStore:
 
     def delete(self, key, client=None):
         (client or self.client).delete(key)
+
+    def put_job(self, queue, job_id, payload, due):
+        self.client.eval(_PUT_JOB, 2, *_job_keys(queue), job_id, payload, repr(due))
+
+    def claim_job(self, queue, now, lease_until):
+        claimed = self.client.eval(_CLAIM_JOB, 2, *_job_keys(queue), repr(now), repr(lease_until))
+        return tuple(claimed) if claimed else None
+
+    def finish_job(self, queue, job_id):
+        self.client.eval(_FINISH_JOB, 2, *_job_keys(queue), job_id)
+
+    def has_job(self, queue, job_id):
+        return bool(self.client.hexists(_job_keys(queue)[1], job_id))
 
     def batch(self, commands):
         """One pipeline (not a transaction): each command is queued by its own method. A Cluster's

@@ -1,5 +1,5 @@
-"""The SQL store: one table, atomic statements (INSERT .. ON CONFLICT, DELETE .. RETURNING)
-that SQLite (3.35+) and PostgreSQL both run as written."""
+"""The SQL store: one table of values and one of background jobs, atomic statements (INSERT ..
+ON CONFLICT, DELETE .. RETURNING) that SQLite (3.35+) and PostgreSQL both run as written."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ _INCR = text(
 _GET = text("SELECT value FROM ephemeral WHERE key = :key AND expires_at > :now")
 _DELETE = text("DELETE FROM ephemeral WHERE key = :key")
 _PURGE = text("DELETE FROM ephemeral WHERE expires_at <= :now")
+
+_PUT_JOB = text(
+    "INSERT INTO ephemeral_jobs (id, queue, due_at, payload) VALUES (:id, :queue, :due, :payload) "
+    "ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, payload = excluded.payload"
+)
+_NEXT_JOB = text("SELECT id, payload FROM ephemeral_jobs WHERE queue = :queue AND due_at <= :now "
+                 "ORDER BY due_at LIMIT 1")
+# Still due: of workers that read the same row, only the first moves it (PostgreSQL rechecks the
+# condition on the row another transaction just updated).
+_LEASE_JOB = text("UPDATE ephemeral_jobs SET due_at = :until WHERE id = :id AND due_at <= :now")
+_FINISH_JOB = text("DELETE FROM ephemeral_jobs WHERE id = :id")
+_HAS_JOB = text("SELECT 1 FROM ephemeral_jobs WHERE id = :id")
 
 
 class SqlStore:
@@ -65,6 +77,22 @@ class SqlStore:
 
     def delete(self, key):
         self._run(_DELETE, key=key)
+
+    def put_job(self, queue, job_id, payload, due):
+        self._run(_PUT_JOB, id=job_id, queue=queue, due=due, payload=payload)
+
+    def claim_job(self, queue, now, lease_until):
+        with self.engine.begin() as conn:
+            row = conn.execute(_NEXT_JOB, {"queue": queue, "now": now}).first()
+            if row is None or not conn.execute(_LEASE_JOB, {"id": row[0], "now": now, "until": lease_until}).rowcount:
+                return None
+        return row[0], row[1]
+
+    def finish_job(self, queue, job_id):
+        self._run(_FINISH_JOB, id=job_id)
+
+    def has_job(self, queue, job_id):
+        return self._run(_HAS_JOB, id=job_id) is not None
 
     def batch(self, commands):
         return [getattr(self, name)(*args) for name, args in commands]

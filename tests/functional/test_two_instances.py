@@ -6,6 +6,8 @@ sessions would send it; the relying party talks to whichever instance it reaches
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 import requests
@@ -125,3 +127,36 @@ def test_counters_are_shared_a_wrong_code_on_one_counts_on_the_other(instances, 
         assert refused.status_code == 401
     late = on_a.submit(page, {"code": code})  # the right code, after five wrong ones on two instances
     assert late.status_code == 401
+
+
+def test_a_message_whose_process_died_is_sent_by_a_running_instance(instances, plain_smtp):
+    """The background queue is kept in Redis. A message queued by a process that never sent it
+    (this test's own app, its sending threads stopped as if it had died) goes out from a serving
+    instance; one whose sender died during its try goes out once that sender's lease has run
+    out. While it waits, neither its code nor its address can be read in Redis."""
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    a, b = instances
+    a.discovery(), b.discovery()  # a serving process starts its queues at its first request
+    op = a.app.extensions["op"]
+    op.delivery.queue.stop()
+    jobs = f"{op.store.prefix}queue:{{delivery}}:jobs"
+    with a.app.test_request_context():
+        left = op.delivery.email("left@example.com", "otp", {"code": "731946", "purpose": "sign in", "minutes": 10})
+        held = op.delivery.email("held@example.com", "otp", {"code": "582013", "purpose": "sign in", "minutes": 10})
+    op.delivery.queue.submit(left, delay=2)
+    sealed = redis.Redis.from_url(REDIS_URL).hvals(jobs)
+    assert len(sealed) == 1 and b"v1:" in sealed[0]
+    assert b"731946" not in sealed[0] and b"left@" not in sealed[0] and b"sign in" not in sealed[0]
+    assert email_code(plain_smtp, "left@example.com") == "731946"
+
+    op.delivery.queue.submit(held, delay=30)
+    now = time.time()
+    claimed = op.store.claim_job("delivery", now + 60, now + 2)  # a worker takes it, then dies
+    assert claimed is not None
+    time.sleep(1)
+    assert not [got for got in plain_smtp.mailbox._messages if "held@example.com" in got.rcpt_tos]  # held
+    assert email_code(plain_smtp, "held@example.com") == "582013"
+    assert time.time() >= now + 2

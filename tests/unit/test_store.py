@@ -4,8 +4,9 @@ SQL on a SQLite file and on a fresh PostgreSQL database (the `ephemeral` table m
 the app's own migration, the engine configured by the app), and Redis: one server, a
 three-node Redis Cluster and a master behind Sentinel (local redis-server processes, as
 redis-py reaches them when `store:` says `cluster: true` or `sentinel:`). The atomic
-operations (`add`, `take`, `incr`) are also hammered from many threads at once: that is
-what single-use authorization codes and password-attempt counters rely on.
+operations (`add`, `take`, `incr`, `claim_job`) are also hammered from many threads at once:
+that is what single-use authorization codes, password-attempt counters and background jobs
+run exactly once at a time rely on.
 """
 
 from __future__ import annotations
@@ -301,6 +302,35 @@ def test_batch_commands_keep_their_ttls(s, key):
     assert s.incr(key("n"), 60) == 1
 
 
+# -- background jobs (background.py) -----------------------------------------------------
+
+def test_a_job_is_claimed_once_due_and_not_before(s, key):
+    queue, now = key("queue:{jobs}"), time.time()
+    s.put_job(queue, "later", "L", now + 30)
+    s.put_job(queue, "second", "B", now - 1)
+    s.put_job(queue, "first", "A", now - 2)
+    assert s.has_job(queue, "later") and not s.has_job(queue, "unknown")
+    assert s.claim_job(queue, now, now + 60) == ("first", "A")  # the one due first
+    assert s.claim_job(queue, now, now + 60) == ("second", "B")
+    assert s.claim_job(queue, now, now + 60) is None  # "later" is not due yet
+    assert s.claim_job(queue, now + 31, now + 91) == ("later", "L")
+    assert s.claim_job(key("queue:{other}"), now + 31, now + 91) is None  # queues are apart
+
+
+def test_a_claimed_job_comes_back_when_its_lease_ends_and_a_finished_one_never(s, key):
+    queue, now = key("queue:{jobs}"), time.time()
+    s.put_job(queue, "job", "try 1", now)
+    assert s.claim_job(queue, now, now + 10) == ("job", "try 1")
+    assert s.claim_job(queue, now + 5, now + 15) is None  # another worker holds it
+    assert s.claim_job(queue, now + 11, now + 21) == ("job", "try 1")  # its worker died: run again
+    s.put_job(queue, "job", "try 2", now + 30)  # tried again later, with what changed
+    assert s.claim_job(queue, now + 29, now + 39) is None
+    assert s.claim_job(queue, now + 31, now + 41) == ("job", "try 2")
+    s.finish_job(queue, "job")
+    assert not s.has_job(queue, "job") and s.claim_job(queue, now + 100, now + 110) is None
+    s.finish_job(queue, "job")  # harmless twice
+
+
 # -- concurrency ------------------------------------------------------------------------
 
 def test_concurrent_take_gives_the_value_to_exactly_one(s, key):
@@ -327,6 +357,14 @@ def test_concurrent_add_sets_exactly_once(s, key):
         results = run_together(THREADS, lambda i, name=name: s.add(name, f"writer-{i}", 60))
         assert results.count(True) == 1, results
         assert s.get(name) == f"writer-{results.index(True)}"
+
+
+def test_concurrent_claims_give_a_job_to_exactly_one_worker(s, key):
+    queue, now = key("queue:{jobs}"), time.time()
+    for round_ in range(ROUNDS):
+        s.put_job(queue, f"job-{round_}", f"payload-{round_}", now)
+        results = run_together(THREADS, lambda _i: s.claim_job(queue, time.time(), time.time() + 60))
+        assert [claimed for claimed in results if claimed] == [(f"job-{round_}", f"payload-{round_}")], results
 
 
 # -- which redis-py client the settings build -------------------------------------------

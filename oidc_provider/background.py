@@ -150,7 +150,7 @@ class BackgroundQueue:
                 unreachable = False
             except Exception as exc:  # noqa: BLE001 - the store is down: look again later
                 if not unreachable:
-                    log.warning("%s: cannot reach the store for queued jobs: %s", self.name, exc)
+                    log.warning("%s: cannot take a job from the store: %s", self.name, exc)
                 claimed, unreachable = None, True
             if claimed is None:
                 self._idle(polls)
@@ -199,6 +199,12 @@ def drain_all(timeout: float, name: str | None = None) -> bool:
     end = time.monotonic() + timeout
     return all([queue.drain(max(end - time.monotonic(), 0)) for queue in list(_queues)
                 if not queue._stopped and (name is None or queue.name == name)])
+
+
+def jobs_in_store(app) -> dict[str, int]:
+    """Jobs waiting or being run in each of the app's queues, counted in the store (all processes)."""
+    store = app.extensions["op"].store
+    return {queue.name: store.count_jobs(queue.name) for queue in list(_queues) if queue.app is app}
 
 
 def stop_all(app) -> None:

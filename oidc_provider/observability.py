@@ -118,7 +118,33 @@ def metrics_view():
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    text = generate_latest(registry) + generate_latest(_background_jobs(current_app._get_current_object()))
+    return Response(text, mimetype=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+
+def _background_jobs(app) -> CollectorRegistry:
+    """oidc_background_jobs{queue}: read from the store at each scrape, so it counts every
+    process's jobs once (a backlog of messages or logout tokens shows here); left out when the
+    store does not answer."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from .background import jobs_in_store
+
+    class BackgroundJobs:
+        def collect(self):
+            try:
+                counts = jobs_in_store(app)
+            except Exception:  # noqa: BLE001 - /readyz tells that the store is down; the other metrics still count
+                return
+            family = GaugeMetricFamily("oidc_background_jobs", "Jobs in the background queues (messages, logout "
+                                       "tokens), waiting or being run, by queue", labels=["queue"])
+            for queue, count in counts.items():
+                family.add_metric([queue], count)
+            yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BackgroundJobs())
+    return registry
 
 
 def readiness(op):

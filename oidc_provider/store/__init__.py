@@ -35,6 +35,8 @@ class Store(Protocol):
         concurrent callers, exactly one gets it, and it comes back if its worker dies."""
     def finish_job(self, queue: str, job_id: str) -> None: ...
     def has_job(self, queue: str, job_id: str) -> bool: ...
+    def count_jobs(self, queue: str) -> int:
+        """Jobs waiting or being run (a metric)."""
     def ping(self) -> bool: ...
 
 
@@ -84,6 +86,9 @@ class JsonStore:
 
     def has_job(self, queue: str, job_id: str) -> bool:
         return self.backend.has_job(self._queue(queue), job_id)
+
+    def count_jobs(self, queue: str) -> int:
+        return self.backend.count_jobs(self._queue(queue))
 
     def ping(self) -> bool:
         return self.backend.ping()

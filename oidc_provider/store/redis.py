@@ -106,6 +106,9 @@ class RedisStore:
     def has_job(self, queue, job_id):
         return bool(self.client.hexists(_job_keys(queue)[1], job_id))
 
+    def count_jobs(self, queue):
+        return int(self.client.zcard(_job_keys(queue)[0]))
+
     def batch(self, commands):
         """One pipeline (not a transaction): each command is queued by its own method. A Cluster's
         pipelines take no scripts, so there the commands run one by one."""

@@ -41,6 +41,7 @@ _NEXT_JOB = text("SELECT id, payload FROM ephemeral_jobs WHERE queue = :queue AN
 _LEASE_JOB = text("UPDATE ephemeral_jobs SET due_at = :until WHERE id = :id AND due_at <= :now")
 _FINISH_JOB = text("DELETE FROM ephemeral_jobs WHERE id = :id")
 _HAS_JOB = text("SELECT 1 FROM ephemeral_jobs WHERE id = :id")
+_COUNT_JOBS = text("SELECT COUNT(*) FROM ephemeral_jobs WHERE queue = :queue")
 
 
 class SqlStore:
@@ -93,6 +94,9 @@ class SqlStore:
 
     def has_job(self, queue, job_id):
         return self._run(_HAS_JOB, id=job_id) is not None
+
+    def count_jobs(self, queue):
+        return int(self._run(_COUNT_JOBS, queue=queue)[0])
 
     def batch(self, commands):
         return [getattr(self, name)(*args) for name, args in commands]

@@ -151,6 +151,23 @@ def test_a_challenge_left_until_the_login_expires_counts_as_abandoned(tmp_path, 
         stop()
 
 
+def test_the_background_queue_backlog_is_a_gauge_read_from_the_store(served, plain_smtp):
+    """oidc_background_jobs counts the jobs kept in the store, whichever process queued them: a
+    message held back two seconds shows until the served instance has sent it."""
+    provider, instance = served
+    op = provider.app.extensions["op"]
+    op.delivery.queue.stop()  # this test's own app only queues; the served instance sends
+    with provider.app.test_request_context():
+        message = op.delivery.email("backlog@example.com", "otp", {"code": "640213", "purpose": "sign in",
+                                                                   "minutes": 10})
+    op.delivery.queue.submit(message, delay=2)
+    scraped = instance.metrics()
+    assert metric_value(scraped, "oidc_background_jobs", queue="delivery") == 1
+    assert metric_value(scraped, "oidc_background_jobs", queue="backchannel-logout") == 0
+    assert email_code(plain_smtp, "backlog@example.com") == "640213"
+    assert metric_value(instance.metrics(), "oidc_background_jobs", queue="delivery") == 0
+
+
 # -- health and readiness ----------------------------------------------------------------------
 
 def test_healthz_and_readyz_when_all_is_well(served):

@@ -310,6 +310,7 @@ def test_a_job_is_claimed_once_due_and_not_before(s, key):
     s.put_job(queue, "second", "B", now - 1)
     s.put_job(queue, "first", "A", now - 2)
     assert s.has_job(queue, "later") and not s.has_job(queue, "unknown")
+    assert (s.count_jobs(queue), s.count_jobs(key("queue:{other}"))) == (3, 0)
     assert s.claim_job(queue, now, now + 60) == ("first", "A")  # the one due first
     assert s.claim_job(queue, now, now + 60) == ("second", "B")
     assert s.claim_job(queue, now, now + 60) is None  # "later" is not due yet
@@ -328,6 +329,7 @@ def test_a_claimed_job_comes_back_when_its_lease_ends_and_a_finished_one_never(s
     assert s.claim_job(queue, now + 31, now + 41) == ("job", "try 2")
     s.finish_job(queue, "job")
     assert not s.has_job(queue, "job") and s.claim_job(queue, now + 100, now + 110) is None
+    assert s.count_jobs(queue) == 0
     s.finish_job(queue, "job")  # harmless twice
 
 

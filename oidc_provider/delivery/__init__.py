@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from ..background import BackgroundQueue
+from ..errors import outage_errors
 from ..observability import DELIVERIES, request_id as current_request_id
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ class Delivery:
     it: the request answers at once, and background threads send it, with the transport's
     timeout per try and `delivery.attempts` tries with backoff (ASVS 5.0 6.3.8: a known
     account's answer does not wait for the SMTP server or gateway that an unknown one never
-    reaches). Only a message that can go nowhere (no transport, and no dev outbox) raises
-    DeliveryError at once; a failed send is logged and counted (oidc_deliveries), and the
+    reaches). Only a message that can go nowhere (no transport, and no dev outbox) or that the
+    store cannot keep (unreachable) raises DeliveryError at once; a failed send is logged and counted (oidc_deliveries), and the
     person sends a new code. In dev_mode every message is also kept in the dev outbox.
     """
 
@@ -145,7 +146,10 @@ class Delivery:
     def _queue(self, message: Message) -> None:
         if not self.available(message.channel):
             raise self._failed(f"{message} not sent: no {message.channel} transport is configured")
-        self.queue.submit(message)
+        try:
+            self.queue.submit(message)
+        except outage_errors() as exc:  # the store keeps the queue: a change already made stays made
+            raise self._failed(f"{message} not sent: the store did not take it ({exc.__class__.__name__})") from exc
 
     def _work(self, message: Message) -> float | None:
         """The queue's job: the dev copy first (it must exist even when sending then fails), then

@@ -482,6 +482,22 @@ def test_production_keeps_nothing_and_needs_a_transport(prod_provider, gateway, 
     assert requests.get(f"{prod_provider.url}/dev/outbox", timeout=10).status_code == 404
 
 
+def test_a_message_the_store_cannot_keep_fails_at_once(tmp_path, plain_smtp, caplog):
+    """The queue is kept in the store: when the store does not answer, sending fails at once with
+    DeliveryError (a code's page says it could not send; a security notice is logged and the
+    change stands), never with an error after the request's work is done."""
+    closed = free_port()  # nothing listens there
+    provider, stop = start_provider(tmp_path, "sqlite-sql", extra_settings={
+        "email": {"host": "127.0.0.1", "port": plain_smtp.port, "security": "none", "timeout": 5},
+        "store": {"backend": "redis", "redis_url": f"redis://127.0.0.1:{closed}/0", "timeout": 1}})
+    try:
+        with provider.app.test_request_context(), pytest.raises(DeliveryError, match="the store did not take it"):
+            provider.op.delivery.send_email(unique_email(), "otp", {"code": CODE, "minutes": 10, "purpose": "sign in"})
+        assert not any(CODE in record.getMessage() for record in caplog.records)
+    finally:
+        stop()
+
+
 @pytest.mark.parametrize("backend", ["sqlite-sql", "postgres-redis"])
 def test_outbox_table_on_each_database(tmp_path, backend):
     """Migration 0002 on SQLite and PostgreSQL (skips locally without PostgreSQL)."""

@@ -88,8 +88,9 @@ class Delivery:
     timeout per try and `delivery.attempts` tries with backoff (ASVS 5.0 6.3.8: a known
     account's answer does not wait for the SMTP server or gateway that an unknown one never
     reaches). Only a message that can go nowhere (no transport, and no dev outbox) or that the
-    store cannot keep (unreachable) raises DeliveryError at once; a failed send is logged and counted (oidc_deliveries), and the
-    person sends a new code. In dev_mode every message is also kept in the dev outbox.
+    store cannot keep (unreachable) raises DeliveryError at once; a failed send is logged and
+    counted (oidc_deliveries), and the person sends a new code. In dev_mode every message is
+    also kept in the dev outbox.
     """
 
     def __init__(self, settings, base_dir=None):

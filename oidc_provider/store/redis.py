@@ -1,7 +1,8 @@
-"""The Redis store: one key per value, every operation on a single key.
+"""The Redis store: one key per value, every operation on a single key, but the background
+queue's, on two keys of one Cluster slot.
 
-Single-key commands (and a one-key Lua script) work the same on one server, behind Sentinel
-and on a Cluster, so operators scale the ephemeral state with the Redis they run. Counters are
+Single-key commands (and Lua scripts on keys of one hash slot) work the same on one server,
+behind Sentinel and on a Cluster, so operators scale the ephemeral state with the Redis they run. Counters are
 one Lua script (INCR, then PEXPIRE): one command instead of a MULTI/EXEC of three, and still
 atomic; `batch` pipelines commands in one round trip.
 """

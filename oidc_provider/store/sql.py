@@ -83,11 +83,14 @@ class SqlStore:
         self._run(_PUT_JOB, id=job_id, queue=queue, due=due, payload=payload)
 
     def claim_job(self, queue, now, lease_until):
-        with self.engine.begin() as conn:
-            row = conn.execute(_NEXT_JOB, {"queue": queue, "now": now}).first()
-            if row is None or not conn.execute(_LEASE_JOB, {"id": row[0], "now": now, "until": lease_until}).rowcount:
-                return None
-        return row[0], row[1]
+        for _ in range(5):  # another worker took the row just read: the next one due may be free
+            with self.engine.begin() as conn:
+                row = conn.execute(_NEXT_JOB, {"queue": queue, "now": now}).first()
+                if row is None:
+                    return None
+                if conn.execute(_LEASE_JOB, {"id": row[0], "now": now, "until": lease_until}).rowcount:
+                    return row[0], row[1]
+        return None
 
     def finish_job(self, queue, job_id):
         self._run(_FINISH_JOB, id=job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import time
@@ -76,7 +77,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     from .errors import register_error_handlers
     from .security import register_security_headers
     from .extensions import CookieSessions, csrf, db
-    from . import cookies, i18n
+    from . import background, cookies, i18n
     from .oauth.keys import KeyRing, MasterSecret
     from .observability import ChallengeTracker, configure_logging
     from .observability import init_app as init_observability
@@ -152,7 +153,7 @@ def create_app(config_path: str | os.PathLike | None = None, overrides: dict | N
     op.factors = build_registry(op)
     op.challenges = ChallengeTracker(store, settings.lifetimes.interaction, [f.id for f in op.factors])
     app.extensions["op"] = op
-    op.serving_hooks.append(delivery.queue.start)  # a serving process also sends what others left
+    op.serving_hooks.append(functools.partial(background.start_all, app))  # messages, logout tokens
     op.server = create_authorization_server(app, op)
     app.wsgi_app = FastPath(app.wsgi_app, op, engine)  # the hot endpoints before Flask (oauth/fast_path.py)
 

@@ -8,10 +8,10 @@ it holds it for LEASE seconds, so a job whose process dies (killed, restarted, o
 is run by another after that. Delivery is therefore at least once: a process killed between
 a send and its record sends that message again.
 
-The threads start with the first job or the first request, so only a process that has work
-or serves requests runs them; a CLI command drains what it queued before it exits. One
-thread per queue looks for work queued elsewhere every POLL seconds; the others wake when
-there is more.
+The threads start with the first job or the first request (`start_all`, a serving hook), so
+only a process that has work or serves requests runs them; a CLI command drains what it
+queued before it exits. One thread per queue looks for work queued elsewhere every POLL
+seconds; the others wake when there is more.
 """
 
 from __future__ import annotations
@@ -201,14 +201,23 @@ def drain_all(timeout: float, name: str | None = None) -> bool:
                 if not queue._stopped and (name is None or queue.name == name)])
 
 
+def _queues_of(app) -> list[BackgroundQueue]:
+    return [queue for queue in list(_queues) if queue.app is app]
+
+
 def jobs_in_store(app) -> dict[str, int]:
     """Jobs waiting or being run in each of the app's queues, counted in the store (all processes)."""
     store = app.extensions["op"].store
-    return {queue.name: store.count_jobs(queue.name) for queue in list(_queues) if queue.app is app}
+    return {queue.name: store.count_jobs(queue.name) for queue in _queues_of(app)}
+
+
+def start_all(app) -> None:
+    """Start the threads of the app's queues: a serving process also runs the jobs others left."""
+    for queue in _queues_of(app):
+        queue.start()
 
 
 def stop_all(app) -> None:
     """Stop the threads of the app's queues (an app put out of service, e.g. a test's provider)."""
-    for queue in list(_queues):
-        if queue.app is app:
-            queue.stop()
+    for queue in _queues_of(app):
+        queue.stop()

@@ -162,10 +162,8 @@ def outbox(app) -> BackgroundQueue:
 def init_app(app, op) -> None:
     """Every ended session revokes its refresh tokens and, when enabled, notifies its clients;
     the serving app sweeps for expired sessions in a background thread."""
-    queue = BackgroundQueue(app, "backchannel-logout", op.settings.backchannel_logout.workers, partial(_deliver, op),
-                            asdict, lambda data: Delivery(**data))
-    app.extensions[EXTENSION] = queue
-    op.serving_hooks.append(queue.start)  # a serving process also runs the jobs that others left
+    app.extensions[EXTENSION] = BackgroundQueue(app, "backchannel-logout", op.settings.backchannel_logout.workers,
+                                                partial(_deliver, op), asdict, lambda data: Delivery(**data))
     op.sessions.end_hooks.append(_session_ended(app, op))
     interval = op.settings.backchannel_logout.sweep_interval
     if not op.settings.backchannel_logout.enabled or not interval:

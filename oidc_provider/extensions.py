@@ -44,6 +44,15 @@ def commit_pending() -> None:
         session.commit()
 
 
+def single_statement_transaction() -> None:
+    """The session's next statement, committed by the next commit, is sent autocommitted: one
+    round trip where BEGIN, the statement and COMMIT are three. Only when nothing else is under
+    way or queued, which then would not be one transaction with it."""
+    session = db.session()
+    if not session.in_transaction() and not session.info.get(_AT_COMMIT):
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 @event.listens_for(db.session, "before_commit")
 def _write_queued(session) -> None:
     for key, queued in session.info.pop(_AT_COMMIT, {}).items():  # in the order first queued

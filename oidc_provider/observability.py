@@ -260,8 +260,8 @@ def counts_answers(verify_counted):
     """Decorates `verify_counted`, the one place answers are checked: success or failure per factor."""
 
     @functools.wraps(verify_counted)
-    def wrapper(op, factor, user, response: dict, context: dict, commit: bool = True):
-        result = verify_counted(op, factor, user, response, context, commit)
+    def wrapper(op, factor, user, response: dict, context: dict, *args, **kwargs):
+        result = verify_counted(op, factor, user, response, context, *args, **kwargs)
         op.challenges.answered(factor, (context or {}).get("binding"), result.ok)
         return result
 

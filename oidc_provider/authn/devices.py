@@ -18,9 +18,12 @@ from sqlalchemy import bindparam, text
 
 from ..extensions import db, write_at_commit
 from ..models import UserDevice
+from ..models.devices import trusted
 
-_FIND = db.select(UserDevice).where(UserDevice.user_id == bindparam("user_id"),
-                                    UserDevice.device_hash == bindparam("device_hash"))
+_DEVICES = UserDevice.__table__
+# The columns the policy reads, not the ORM object: a sign-in asks on every password post.
+_FIND = db.select(_DEVICES.c.device_hash, _DEVICES.c.trusted_until, _DEVICES.c.revoked_at).where(
+    _DEVICES.c.user_id == bindparam("user_id"), _DEVICES.c.device_hash == bindparam("device_hash"))
 # One statement for a new device and a known one (PostgreSQL and SQLite alike)
 _SEEN = text(
     "INSERT INTO user_devices (user_id, device_hash, user_agent, first_seen, last_seen, last_ip) "
@@ -45,14 +48,14 @@ class Devices:
         self._key = key
         self.settings = settings.trusted_devices
 
-    def find(self, user_id: str, device_id: str | None) -> UserDevice | None:
+    def find(self, user_id: str, device_id: str | None):
         """Looked up once per request: the policy and the sign-in record both ask."""
         if not device_id or len(device_id) > 64:
             return None
         key = (user_id, device_hash(device_id))
         found = g.setdefault("devices_found", {})
         if key not in found:
-            found[key] = db.session.execute(_FIND, {"user_id": user_id, "device_hash": key[1]}).scalar_one_or_none()
+            found[key] = db.session.execute(_FIND, {"user_id": user_id, "device_hash": key[1]}).first()
         return found[key]
 
     def is_known(self, user_id: str, device_id: str | None) -> bool:
@@ -83,7 +86,7 @@ class Devices:
         if not self.settings.enabled or not token or len(token) > 128:
             return False
         device = self.find(user_id, device_id)
-        if device is None or not device.trusted:
+        if device is None or not trusted(device):
             return False
         until, _, signature = token.partition(".")
         if not until.isdigit() or int(until) != int(device.trusted_until):

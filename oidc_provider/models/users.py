@@ -39,12 +39,11 @@ class User(db.Model):
     @classmethod
     def find_by_login(cls, login: str) -> User | None:
         """A login name is the username or the primary email address."""
-        login = login.strip()
-        if "\x00" in login:  # no account has one, and PostgreSQL text cannot even compare it
+        key = login_key(login)
+        if key is None:
             return None
-        if "@" in login:
-            return db.session.execute(_BY_EMAIL, {"login": login.lower()}).scalar_one_or_none()
-        return db.session.execute(_BY_USERNAME, {"login": login}).scalar_one_or_none()
+        return db.session.execute(_BY_EMAIL if key[0] == "email" else _BY_USERNAME,
+                                  {"login": key[1]}).scalar_one_or_none()
 
     @classmethod
     def is_active(cls, user_id: str) -> bool:
@@ -60,6 +59,15 @@ class User(db.Model):
             db.select(cls).filter_by(phone_number=number.strip(), phone_number_verified=True)
         ).scalars().all()
         return rows[0] if len(rows) == 1 else None
+
+
+def login_key(login: str) -> tuple[str, str] | None:
+    """The column a login name is looked up in and the value to look for (emails are kept in
+    lower case), or None for a name no account has."""
+    login = login.strip()
+    if not login or "\x00" in login:  # PostgreSQL text cannot even compare a NUL
+        return None
+    return ("email", login.lower()) if "@" in login else ("username", login)
 
 
 def claims_for_scope(user, scopes: set[str]) -> dict:

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..authn import chain
 from ..authn.acr import AcrRequestError, level_met, mfa_level
-from ..authn.lockout import verify_counted
+from ..authn.lockout import verify_counted, verify_login
 from ..authn.otp import SendRefused
 from ..authn.session import FactorUse, auth_context
 from ..authn.signin import decision_level, policy_decision
@@ -255,9 +255,8 @@ def password_login():
     transaction = _transaction(client, data)
     op = _op()
     factor = _factor("password", "password")
-    user = User.find_by_login(login)
     context = {"binding": f"api:{client.client_id}", "ip": transaction["attributes"]["ip_address"]}
-    result = verify_counted(op, factor, user, {"login": login, "password": password}, context)
+    user, result = verify_login(op, factor, {"login": login, "password": password}, context)
     if not result.ok:
         record_audit("factor.failed", user_id=user.id if user else None, client_id=client.client_id,
                      ip=transaction["attributes"]["ip_address"], factor="password", reason=result.reason, via="api")

@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from ..authn import interaction as interactions
 from ..authn.chain import next_choices, usable_factors
 from ..authn.factors import Verification
-from ..authn.lockout import verify_counted
+from ..authn.lockout import verify_counted, verify_login
 from ..authn.reauth import ACCOUNT_CLIENT_ID
 from ..authn.otp import SendRefused
 from .. import cookies
@@ -274,16 +274,17 @@ def login(record, client):
     _leave_reset(record)
     factor = _op().factors.get("password")
     signed_in, usable = _signed_in_user(record)
+    password = (request.form.get("password") or "")[:1024]
     if signed_in is not None:  # password as a later step: it is this user's password
         user, login_name = signed_in, signed_in.username
         if factor not in _choices(record, signed_in, usable)[0]:
             return _render_step(record, client, error="factor_not_allowed", status=400)
+        result = verify_counted(_op(), factor, user, {"login": login_name, "password": password}, _context(record),
+                                commit=False)
     else:
         login_name = (request.form.get("login") or "")[:320]
-        user = User.find_by_login(login_name) if login_name else None
-    password = (request.form.get("password") or "")[:1024]
-    result = verify_counted(_op(), factor, user, {"login": login_name, "password": password}, _context(record),
-                            commit=False)
+        user, result = verify_login(_op(), factor, {"login": login_name, "password": password}, _context(record),
+                                    commit=False)
     if not result.ok:
         _failed(record, client, user, factor, result.reason)
         return _render_step(record, client, error="login_failed", status=401, login=login_name)

@@ -36,7 +36,8 @@ USERS = 4
 # -- round-trip counters --------------------------------------------------------------------------
 
 class Counters:
-    """SQL statements (a SQLAlchemy event, and the fast path's own) and Redis round trips (one per packed send)."""
+    """SQL statements (a SQLAlchemy event, the fast path's own and a commit's pipelined writes) and Redis
+    round trips (one per packed send)."""
 
     def __init__(self, engine):
         import redis.connection
@@ -73,6 +74,18 @@ class Counters:
             return execute(driver, statement, params)
 
         fast_path._Driver.execute = driver_counted
+
+        from oidc_provider import extensions
+
+        pipelined = extensions.write_pipelined
+
+        def pipeline_counted(connection, writes):
+            # on PostgreSQL a commit's queued writes go in one pipeline on the psycopg connection, past the event
+            for statement, rows in writes:
+                counters.sql[extensions.driver_sql(statement, tuple(rows[0]), connection.dialect).split(None, 1)[0].upper()] += 1
+            return pipelined(connection, writes)
+
+        extensions.write_pipelined = pipeline_counted
 
     def watch(self, app):
         """CPU per endpoint: a WSGI middleware around the app (the test client's own work excluded)."""

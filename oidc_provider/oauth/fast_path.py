@@ -53,6 +53,7 @@ from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, compare_s256
 from psycopg.rows import tuple_row
 
 from ..errors import outage_errors
+from ..extensions import driver_params, driver_sql
 from ..models.users import DISABLED, USERINFO_COLUMNS, claims_for_scope
 from ..observability import answered, request_id_for
 from ..security import every_answer_headers
@@ -318,7 +319,6 @@ class DriverConnection:
 
     def __init__(self, engine):
         self.engine = engine
-        self.compiled: dict = {}
         self.row_classes: dict = {}
 
     @contextmanager
@@ -336,13 +336,7 @@ class DriverConnection:
             pooled.close()
 
     def sql(self, statement, names: tuple[str, ...]) -> str:
-        """The statement as the driver's SQL; as on SQLAlchemy's Connection, the columns an
-        INSERT...VALUES or an UPDATE writes can be given as parameters."""
-        key = (statement, names)
-        if key not in self.compiled:
-            columns = list(names) if statement.is_update or statement.is_insert and statement.select is None else None
-            self.compiled[key] = str(statement.compile(dialect=self.engine.dialect, column_keys=columns))
-        return self.compiled[key]
+        return driver_sql(statement, names, self.engine.dialect)
 
     def row_class(self, sql: str, cursor):
         """A namedtuple of the statement's columns (SQLAlchemy's Row: attributes and `_asdict`),
@@ -359,9 +353,8 @@ class _Driver:
 
     def execute(self, statement, params: dict):
         sql = self.compiler.sql(statement, tuple(params))
-        values = {name: json.dumps(value) if isinstance(value, (dict, list)) else value  # JSON columns
-                  for name, value in params.items()}
-        return _Result(self.connection.cursor(row_factory=tuple_row).execute(sql, values), self.compiler, sql)
+        return _Result(self.connection.cursor(row_factory=tuple_row).execute(sql, driver_params(params)),
+                       self.compiler, sql)
 
     def commit(self):
         """Autocommit: each statement was committed as it ran."""

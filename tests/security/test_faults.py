@@ -316,13 +316,28 @@ def test_a_database_cut_gives_retryable_errors_and_the_provider_recovers_by_itse
     assert refreshed.status_code == 200, refreshed.text
     assert userinfo(op, refreshed.json()["access_token"]).status_code == 200
 
-    faulty.proxy.cut_before(b"COMMIT")  # in the middle of the password check: the attempt's count
+    # markers among a statement's parameters, which reach the server even once it is prepared
+    faulty.proxy.cut_before(person["username"].encode())  # the password check's count of the attempt
     retryable_page(agent.login(page, person["username"]))
     faulty.proxy.restore()
-    assert "code" in callback_params(agent.login(page, person["username"]))  # the same page, submitted again
     with op.app.app_context():
-        assert not db.session.get(User, person["sub"]).failed_attempts  # the cut attempt was never counted
-    assert faulty.audit_count() >= audit_before
+        user = db.session.get(User, person["sub"])
+        assert not user.failed_attempts  # the cut attempt was never counted
+        last_login = user.last_login
+    audit_rows = faulty.audit_count()
+    assert audit_rows >= audit_before  # no durable record lost to the cuts
+    faulty.proxy.cut_before(b"factor.succeeded")  # after the check: the sign-in's records, pipelined
+    retryable_page(agent.login(page, person["username"]))
+    faulty.proxy.restore()
+    with op.app.app_context():  # nothing of the sign-in kept; its counted attempt stays counted (the safe side)
+        user = db.session.get(User, person["sub"])
+        assert user.failed_attempts == 1 and user.last_login == last_login and faulty.audit_count() == audit_rows
+    # that login's code was already issued in Redis when its records failed: the user starts again
+    assert "code" in UserAgent(op).sign_in(person["username"], client_id="web")
+    with op.app.app_context():
+        user = db.session.get(User, person["sub"])
+        assert not user.failed_attempts and user.last_login["at"] > last_login["at"]
+    assert faulty.audit_count() > audit_rows
 
 
 @clause("RFC 9700 4.14.2 / SPEC 7: a refresh token rotation cut before any of its statements leaves the old "

@@ -23,7 +23,7 @@ from .. import cookies
 from ..authn.acr import AcrRequestError, parse_acr_request
 from ..authn.session import auth_context
 from ..authn.signin import decision_level, policy_decision, record_signin
-from ..errors import error_page, oauth_error
+from ..errors import error_page, oauth_error, outage_errors
 from ..i18n import SUPPORTED as SUPPORTED_LOCALES
 from ..extensions import commit_pending, db
 from ..models import User, record_audit
@@ -36,6 +36,7 @@ from .server import (ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS, REPEATABLE_TOK
                      requested_resources)
 from .tokens import audiences
 
+OUTAGES = outage_errors()  # a database or store that cannot be reached (a 503, errors.py)
 bp = Blueprint("oidc", __name__)
 
 
@@ -315,7 +316,12 @@ def _decide(datalist: dict[str, list[str]], interaction: dict | None, session):
                  ip=request.remote_addr, acr=acr, amr=amr, commit=False)
     step_up_met(interaction)  # metrics
     response = redirect_to_client(redirect_uri, {"code": code, "state": state})
-    record_signin(op, user, client, interaction, acr, response)  # commits the audit row too
+    try:
+        record_signin(op, user, client, interaction, acr, response)  # commits the audit row too
+    except OUTAGES:  # the code never reaches the client: the login's page may be submitted again
+        if interaction:
+            interactions.save(interaction)
+        raise
     return response
 
 

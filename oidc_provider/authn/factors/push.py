@@ -287,7 +287,8 @@ class PushFactor:
         now = time.time()
         ip = context.get("ip")
         challenge = {
-            "id": secrets.token_urlsafe(24), "nonce": secrets.token_urlsafe(24), "user_id": user.id,
+            # hex: an id pasted into `oidc-provider device approve ID` never starts with "-" (an option)
+            "id": secrets.token_hex(24), "nonce": secrets.token_urlsafe(24), "user_id": user.id,
             "binding": context["binding"], "devices": [device.lookup for device in devices],
             "client": self._client_name(context), "ip": ip, "place": self._place(ip),
             "created_at": now, "expires_at": now + settings.challenge_lifetime,

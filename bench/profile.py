@@ -51,7 +51,7 @@ class Counters:
 
         @event.listens_for(engine, "before_cursor_execute")
         def _count(conn, cursor, statement, parameters, context, executemany):
-            counters.sql[statement.split(None, 1)[0].upper()] += 1
+            counters.count_sql(statement)
 
         send = redis.connection.AbstractConnection.send_packed_command
 
@@ -70,7 +70,7 @@ class Counters:
 
         def driver_counted(driver, statement, params):
             # on PostgreSQL the fast path runs its statements on the pool's psycopg connection, past the event
-            counters.sql[driver.compiler.sql(statement, tuple(params)).split(None, 1)[0].upper()] += 1
+            counters.count_sql(driver.compiler.sql(statement, tuple(params)))
             return execute(driver, statement, params)
 
         fast_path._Driver.execute = driver_counted
@@ -82,10 +82,13 @@ class Counters:
         def pipeline_counted(connection, writes):
             # on PostgreSQL a commit's queued writes go in one pipeline on the psycopg connection, past the event
             for statement, rows in writes:
-                counters.sql[extensions.driver_sql(statement, tuple(rows[0]), connection.dialect).split(None, 1)[0].upper()] += 1
+                counters.count_sql(extensions.driver_sql(statement, tuple(rows[0]), connection.dialect))
             return pipelined(connection, writes)
 
         extensions.write_pipelined = pipeline_counted
+
+    def count_sql(self, sql: str) -> None:
+        self.sql[sql.split(None, 1)[0].upper()] += 1  # by its first word: SELECT, INSERT, WITH...
 
     def watch(self, app):
         """CPU per endpoint: a WSGI middleware around the app (the test client's own work excluded)."""

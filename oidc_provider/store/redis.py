@@ -2,9 +2,9 @@
 queue's, on two keys of one Cluster slot.
 
 Single-key commands (and Lua scripts on keys of one hash slot) work the same on one server,
-behind Sentinel and on a Cluster, so operators scale the ephemeral state with the Redis they run. Counters are
-one Lua script (INCR, then PEXPIRE): one command instead of a MULTI/EXEC of three, and still
-atomic; `batch` pipelines commands in one round trip.
+behind Sentinel and on a Cluster, so operators scale the ephemeral state with the Redis they
+run. Counters are one Lua script (INCR, then PEXPIRE): one command instead of a MULTI/EXEC of
+three, and still atomic; `batch` pipelines commands in one round trip.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ it holds it for LEASE seconds, so a job whose process dies (killed, restarted, o
 is run by another after that. Delivery is therefore at least once: a process killed between
 a send and its record sends that message again.
 
-The threads start with the first job or the first request (`start_all`, a serving hook), so
-only a process that has work or serves requests runs them; a CLI command drains what it
-queued before it exits. One thread per queue looks for work queued elsewhere every POLL
+The threads start with the first job, or when a process starts serving (`start_all`, a serving
+hook: as each `serve` worker starts, at the first request under another server), so only a
+process that has work or serves requests runs them; a CLI command drains what it queued
+before it exits. One thread per queue looks for work queued elsewhere every POLL
 seconds; the others wake when there is more.
 """
 

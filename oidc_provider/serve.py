@@ -25,10 +25,14 @@ log = logging.getLogger(__name__)
 
 
 def app_factory():
-    """Granian's target, called in each worker: settings from provider.yaml and the environment."""
+    """Granian's target, called in each worker: settings from provider.yaml and the environment.
+    The worker's background threads start now, so jobs queued before a restart are sent
+    without waiting for a request to reach it."""
     from . import create_app
 
-    return create_app()
+    app = create_app()
+    app.wsgi_app.start_serving()
+    return app
 
 
 def check_configuration():

@@ -302,6 +302,11 @@ class UserAgent:
         request = requests.Request("GET", f"{self.provider.url}/oidc/auth", params=query).prepare()
         return self.go(request.url)
 
+    def interaction_url(self, page: requests.Response) -> str:
+        """The address of the interaction a page belongs to (a login's first page answers the
+        authorization request itself, so its own URL is that request's)."""
+        return self.provider.url + re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
+
     def form_action(self, page: requests.Response) -> str:
         return urljoin(page.url, re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))
 

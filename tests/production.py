@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -128,8 +129,9 @@ class Served:
                 self.process.wait(5)
 
 
-def serve(home: Home, port: int | None = None, workers: int = 2, **env: str) -> Served:
-    """`oidc-provider serve` on the home's configuration; returns once /healthz answers."""
+def serve(home: Home, port: int | None = None, workers: int = 2, until_healthy: bool = True, **env: str) -> Served:
+    """`oidc-provider serve` on the home's configuration; returns once /healthz answers (or, not
+    until_healthy, once its port takes connections: no request has reached the app)."""
     port = port or _free_port()
     log = home.path / f"serve-{port}.log"
     process = subprocess.Popen(
@@ -143,9 +145,12 @@ def serve(home: Home, port: int | None = None, workers: int = 2, **env: str) -> 
         if process.poll() is not None:
             raise RuntimeError(f"oidc-provider serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
+            if not until_healthy:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                return served
             if requests.get(f"{served.url}/healthz", timeout=2).status_code == 200:
                 return served
-        except requests.ConnectionError:
+        except (requests.ConnectionError, ConnectionRefusedError):
             pass
         time.sleep(0.2)
     served.stop()

@@ -76,8 +76,9 @@ def create(datalist: dict, client, **fields) -> dict:
 
 
 def start(datalist: dict, client, need: str, previous: dict | None, level=None, essential: bool = False,
-          page: str = "interaction.show"):
-    """Store (or update) the interaction and send the browser to its page."""
+          page: str = "interaction.show", render=None):
+    """Store (or update) the interaction and send the browser to its page; `render(record, client)`,
+    when given, answers with that page itself (the browser is spared a redirect)."""
     record = previous if previous is not None else create(datalist, client)
     note_step_up(record, need)  # metrics: a signed-in user asked for more factors
     record["step"] = "login" if need.startswith("login") else "consent"
@@ -85,7 +86,7 @@ def start(datalist: dict, client, need: str, previous: dict | None, level=None, 
     record["level"] = level.value if level else None  # what the login must reach (acr value)
     record["essential"] = essential
     save(record)
-    response = redirect(url_for(page, uid=record["uid"]), code=303)
+    response = render(record, client) if render else redirect(url_for(page, uid=record["uid"]), code=303)
     _browser_cookie(response, record, _lifetime())
     if not cookies.get(cookies.DEVICE):  # tells a known browser from a new one (policy input)
         cookies.put(response, cookies.DEVICE, new_device_id(), DEVICE_COOKIE_AGE)

@@ -338,11 +338,16 @@ def enabled(name: str | None) -> Upstream | None:
     return upstreams().get(name)
 
 
-def direct_start(response, upstream: str | None, need: str):
+def goes_direct(upstream: str | None, need: str) -> bool:
     """`urn:<ns>:<idp>_direct` (SPEC 2): a login that has to start goes straight to that
-    upstream instead of the login page. `response` is interaction.start()'s redirect to the
-    new interaction; an unknown upstream is ignored like any unknown acr value."""
-    if need not in DIRECT_NEEDS or enabled(upstream) is None:
+    upstream instead of the login page; an unknown upstream is ignored like any unknown acr value."""
+    return need in DIRECT_NEEDS and enabled(upstream) is not None
+
+
+def direct_start(response, upstream: str | None, need: str):
+    """interaction.start()'s redirect to the new interaction, sent to the upstream instead when
+    the login goes_direct."""
+    if not goes_direct(upstream, need):
         return response
     from . import interaction as interactions
 

@@ -239,6 +239,15 @@ def _authorize(datalist: dict[str, list[str]], interaction: dict | None, session
     return response
 
 
+def _page_here(interaction: dict | None, upstream: str | None, need: str) -> bool:
+    """A new login's first page answers a GET authorization request itself: one redirect (a
+    round trip on the user's network) fewer. Reloading it starts the login afresh, so a pushed
+    request (its request_uri is spent) and a POST (reloading would post again) are still sent to
+    /interaction/<uid>, as are a login resumed after a factor and one that goes to an upstream."""
+    return (interaction is None and request.method == "GET" and "request_uri" not in request.args
+            and not upstreams.goes_direct(upstream, need))
+
+
 def _decide(datalist: dict[str, list[str]], interaction: dict | None, session):
     op = current_op()
     user = db.session.get(User, session.sub) if session else None
@@ -297,6 +306,10 @@ def _decide(datalist: dict[str, list[str]], interaction: dict | None, session):
                 need, "login_required" if need.startswith("login") else "consent_required")
             record_audit("authorization.denied", user_id=user.id if user else None, client_id=client.client_id, ip=request.remote_addr, error=error, reason=need)
             return redirect_to_client(redirect_uri, {"error": error, "error_description": need, "state": state})
+        if _page_here(interaction, asked.upstream, need):
+            from ..views.interaction import first_page  # the pages import this module
+
+            return interactions.start(datalist, client, need, None, level, asked.essential, render=first_page)
         response = interactions.start(datalist, client, need, interaction, level, asked.essential)
         return upstreams.direct_start(response, asked.upstream, need)  # urn:<ns>:<idp>_direct
 

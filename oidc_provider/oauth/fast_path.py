@@ -107,11 +107,17 @@ class FastPath:
         self.outages = outage_errors()
         self.serving = False
 
-    def __call__(self, environ, start_response):
-        if not self.serving:  # every request passes here, answered here or by Flask
+    def start_serving(self) -> None:
+        """Start what a serving process runs beside its requests (background queues, sweepers),
+        once: `serve` calls it as each worker starts, any other server at its first request."""
+        if not self.serving:
             self.serving = True
             for hook in self.op.serving_hooks:  # each starts its work once (a concurrent first call may run it too)
                 hook()
+
+    def __call__(self, environ, start_response):
+        if not self.serving:  # every request passes here, answered here or by Flask
+            self.start_serving()
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
         route = self.routes.get((method, path))
         if route is None:

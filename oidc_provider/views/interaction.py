@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
 
 from ..authn import interaction as interactions
 from ..authn.chain import next_choices, usable_factors
@@ -167,6 +167,13 @@ def _render_step(record, client, error=None, status=200, login=None):
     return _page("login.html", record, client, status, error, passwordless=passwordless,
                  login=login if login is not None else (_first(record, "login_hint") or ""),
                  can_reset=password_reset.enabled(), notice=MESSAGES.get(record.get("notice", "")))
+
+
+def first_page(record, client):
+    """The page of a new interaction, as the answer to its authorization request (oauth/endpoints.py
+    _page_here), in the language the login begins in."""
+    i18n.use(record.get("locale"))
+    return make_response(*_render_step(record, client))
 
 
 @bp.get("/interaction/<uid>")

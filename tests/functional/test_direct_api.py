@@ -176,7 +176,7 @@ def webauthn(provider, prefix="/v1/auth", accept=None, **params):
 
 def interaction_level(provider, page) -> str:
     """The acr level the paused authorization request must reach, as the provider stored it."""
-    uid = re.search(r"/interaction/([^/?]+)", page.url).group(1)
+    uid = re.search(r'action="/interaction/([^/"]+)/', page.text).group(1)
     with provider.app.app_context():
         return provider.op.store.get(f"interaction:{uid}")["level"]
 

@@ -39,6 +39,7 @@ class Browser(UserAgent):
         super().__init__(provider)
         self.sites = (provider.url, *sites)
         self.visited: list[str] = []
+        self.shown: list[tuple[str, str]] = []  # (address, page) of each page that was not a redirect
 
     def go(self, url: str, method: str = "GET", data: dict | None = None) -> requests.Response:
         self.visited.append(url)
@@ -51,6 +52,7 @@ class Browser(UserAgent):
             url, hops = target, hops + 1
             self.visited.append(url)
             response = self.http.get(target, allow_redirects=False, timeout=15)
+        self.shown.append((url, response.text))
         self.last_page = response
         return response
 
@@ -194,7 +196,7 @@ def register_at_corp(corp, client_id: str, secret: str, redirect_uri: str) -> No
     while time.time() < deadline:
         answer = requests.get(f"{corp.url}/oidc/auth", allow_redirects=False, timeout=10, params={
             "client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code", "scope": "openid"})
-        if answer.status_code in (302, 303):
+        if answer.status_code == 200 and 'name="password"' in answer.text:  # its login page, not an error
             return
         time.sleep(0.2)
     raise AssertionError("corp never loaded the shop's client")
@@ -254,7 +256,8 @@ def sign_in_at_corp(agent: Browser, corp, page, username: str):
 
 
 def login_pages_seen(agent: Browser, site: str) -> list[str]:
-    return [url for url in agent.visited if re.fullmatch(re.escape(site) + r"/interaction/[^/?]+", url)]
+    """The addresses at `site` that showed its login form."""
+    return [url for url, page in agent.shown if url.startswith(site + "/") and 'name="password"' in page]
 
 
 def choose(agent: Browser, page, factor: str):

@@ -152,8 +152,25 @@ def test_session_cookie_flags_and_rotation(provider, user, agent):
 def test_login_page_of_another_browser_is_refused(provider, user, agent):
     page = agent.authorize(client_id="web")
     other = UserAgent(provider)
-    stolen = other.go(page.url)
+    stolen = other.go(agent.interaction_url(page))
     assert stolen.status_code == 400 and "another browser" in stolen.text
+
+
+def test_the_authorization_request_answers_with_the_login_page(provider, user, agent):
+    """No redirect to the page: the answer to GET /oidc/auth is the page, with the interaction's
+    cookie and a page's headers; reloading it starts the login afresh, and that page signs in."""
+    query = {"client_id": "web", "response_type": "code", "scope": "openid", "redirect_uri": REDIRECT, "state": "s-1"}
+    first = agent.http.get(f"{provider.url}/oidc/auth", params=query, allow_redirects=False, timeout=15)
+    assert first.status_code == 200 and 'name="password"' in first.text
+    assert provider.cookie_name("op_interaction") in first.headers["Set-Cookie"]
+    assert first.headers["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in first.headers[
+        "Content-Security-Policy"]
+    reloaded = agent.http.get(first.url, allow_redirects=False, timeout=15)
+    assert reloaded.status_code == 200 and agent.interaction_url(reloaded) != agent.interaction_url(first)
+    assert callback_params(agent.login(reloaded, user["username"]))["state"] == "s-1"
+    # a POSTed request is still sent to its page (reloading that page does not post again)
+    posted = requests.post(f"{provider.url}/oidc/auth", data=query, allow_redirects=False, timeout=15)
+    assert posted.status_code == 303 and posted.headers["Location"].startswith("/interaction/")
 
 
 def test_login_form_without_csrf_token_is_refused(provider, user, agent):

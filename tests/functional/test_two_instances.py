@@ -139,7 +139,6 @@ def test_a_message_whose_process_died_is_sent_by_a_running_instance(instances, p
     from tests.conftest import REDIS_URL
 
     a, b = instances
-    a.discovery(), b.discovery()  # a serving process starts its queues at its first request
     op = a.app.extensions["op"]
     op.delivery.queue.stop()
     jobs = f"{op.store.prefix}queue:{{delivery}}:jobs"
@@ -160,3 +159,27 @@ def test_a_message_whose_process_died_is_sent_by_a_running_instance(instances, p
     assert not [got for got in plain_smtp.mailbox._messages if "held@example.com" in got.rcpt_tos]  # held
     assert email_code(plain_smtp, "held@example.com") == "582013"
     assert time.time() >= now + 2
+
+
+def test_a_starting_instance_sends_what_was_queued_before_any_request(tmp_path_factory, plain_smtp):
+    """A message queued while no instance ran (by this test's own app, its sending threads
+    stopped) goes out as soon as an instance starts, before any request reaches it: after a
+    restart the queue does not wait for traffic."""
+    home = production_home(tmp_path_factory.mktemp("cold-start"), "http://127.0.0.1:9", {
+        "email": {"host": "127.0.0.1", "port": plain_smtp.port, "security": "none", "timeout": 5}})
+    instance = None
+    try:
+        op = home.app.extensions["op"]
+        op.delivery.queue.stop()
+        with home.app.test_request_context():
+            waiting = op.delivery.email("cold@example.com", "otp", {"code": "264810", "purpose": "sign in",
+                                                                     "minutes": 10})
+        op.delivery.queue.submit(waiting)
+        assert op.store.count_jobs("delivery") == 1
+        instance = serve(home, until_healthy=False)
+        assert email_code(plain_smtp, "cold@example.com") == "264810"
+        assert not [line for line in instance.log_lines() if line.get("http")]  # no request was answered
+    finally:
+        if instance:
+            instance.stop()
+        home.close()

@@ -271,6 +271,11 @@ def user(provider):
                              email_verified=True)
 
 
+def interaction_uid(page: requests.Response) -> str:
+    """The id of the interaction whose form a page shows."""
+    return re.search(r'action="/interaction/([^/"]+)/', page.text).group(1)
+
+
 class UserAgent:
     """A browser stand-in: follows the provider's redirects, fills its forms, stops at the client."""
 
@@ -305,7 +310,7 @@ class UserAgent:
     def interaction_url(self, page: requests.Response) -> str:
         """The address of the interaction a page belongs to (a login's first page answers the
         authorization request itself, so its own URL is that request's)."""
-        return self.provider.url + re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
+        return f"{self.provider.url}/interaction/{interaction_uid(page)}"
 
     def form_action(self, page: requests.Response) -> str:
         return urljoin(page.url, re.search(r'<form method="post" action="([^"]+)"', page.text).group(1))

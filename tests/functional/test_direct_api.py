@@ -10,7 +10,7 @@ import jwt
 import pytest
 import requests
 
-from tests.conftest import start_provider, token_request
+from tests.conftest import interaction_uid, start_provider, token_request
 from tests.servers import code_in, text_of
 
 VERIFY = "https://domain.com/verify"
@@ -176,9 +176,8 @@ def webauthn(provider, prefix="/v1/auth", accept=None, **params):
 
 def interaction_level(provider, page) -> str:
     """The acr level the paused authorization request must reach, as the provider stored it."""
-    uid = re.search(r'action="/interaction/([^/"]+)/', page.text).group(1)
     with provider.app.app_context():
-        return provider.op.store.get(f"interaction:{uid}")["level"]
+        return provider.op.store.get(f"interaction:{interaction_uid(page)}")["level"]
 
 
 @pytest.mark.parametrize("prefix", ["/v1/auth", "/cis/v1/auth"])

@@ -293,8 +293,10 @@ def test_authorization_endpoint_handles_any_acr_request(sqlite_provider, acr, cl
              "acr_values": acr, "claims": claims_parameter, "require_mfa": require_mfa}
     answer = requests.get(f"{sqlite_provider.url}/oidc/auth", params={k: v for k, v in query.items() if v is not None},
                           allow_redirects=False, timeout=15)
-    assert answer.status_code in (200, 302, 303, 400), answer.status_code  # 200: the login page
+    assert answer.status_code in (200, 302, 303, 400), answer.status_code
     assert "Traceback" not in answer.text
+    if answer.status_code == 200:
+        assert 'name="password"' in answer.text  # the login page
     if answer.status_code == 302:  # straight back to the client: an error, never a code without a login
         assert answer.headers["Location"].startswith(REDIRECT) and "code=" not in answer.headers["Location"]
 

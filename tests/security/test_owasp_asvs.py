@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import BACKENDS, PASSWORD, UserAgent, callback_params, post, start_provider, token_request
+from tests.conftest import (BACKENDS, PASSWORD, UserAgent, callback_params, interaction_uid, post, start_provider,
+                            token_request)
 from tests.security.conftest import (code_for, cookie_attributes, redeem, set_cookies, settings_for, submit_once,
                                      tokens_for)
 from tests.servers import sms_code
@@ -509,7 +510,7 @@ def test_no_endpoint_shows_a_stack_trace(provider):
     agent = UserAgent(provider)
     agent.sign_in(person["username"], client_id="web")
     interaction = agent.authorize(client_id="web", prompt="login")
-    uid = re.search(r'action="/interaction/([A-Za-z0-9_-]+)/', interaction.text).group(1)
+    uid = interaction_uid(interaction)
     token = agent.csrf(interaction)
     values = {**VALUES, "uid": uid}
     failures = []

@@ -387,8 +387,8 @@ def cli_home(provider: Provider) -> Path:
 
 def post(agent: UserAgent, page: requests.Response, action: str, fields: dict | None = None) -> requests.Response:
     """Post one of the interaction's forms (start, verify, resend, restart...) from `page`."""
-    base = re.search(r'action="(/interaction/[^/"]+)/', page.text).group(1)
-    return agent.go(f"{agent.provider.url}{base}/{action}", "POST", {"csrf_token": agent.csrf(page), **(fields or {})})
+    return agent.go(f"{agent.interaction_url(page)}/{action}", "POST",
+                    {"csrf_token": agent.csrf(page), **(fields or {})})
 
 
 def wrong_passwords_at_once(provider: Provider, username: str, count: int, timeout: float = 60) -> None:

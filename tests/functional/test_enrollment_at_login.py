@@ -14,7 +14,8 @@ import jwt
 import pyotp
 import pytest
 
-from tests.conftest import BACKENDS, REDIRECT, UserAgent, callback_params, post, start_provider, token_request
+from tests.conftest import (BACKENDS, REDIRECT, UserAgent, callback_params, interaction_uid, post, start_provider,
+                            token_request)
 from tests.servers import sms_code
 from tests.unit.webauthn_authenticator import SoftAuthenticator
 
@@ -50,10 +51,6 @@ def claims_of(provider, redirect) -> dict:
 
 def offered(page) -> list[str]:
     return re.findall(r'name="factor" value="([^"]+)"', page.text)
-
-
-def uid(page) -> str:
-    return re.search(r'action="/interaction/([^/"]+)/', page.text).group(1)
 
 
 def login_needing_mfa(provider, person, **params):
@@ -175,10 +172,10 @@ def test_a_user_with_a_factor_is_asked_for_it_never_offered_enrollment(provider,
         refused = enroll_page(attacker, choice, factor)
         assert refused.status_code == 403 and "cannot be set up now" in refused.text
     for path in ("enroll/totp", "enroll/sms", "enroll/phone", "enroll/webauthn"):
-        answer = attacker.go(f"{provider.url}/interaction/{uid(choice)}/{path}", "POST",
+        answer = attacker.go(f"{provider.url}/interaction/{interaction_uid(choice)}/{path}", "POST",
                              {"csrf_token": attacker.csrf(choice), "code": totp.now(), "phone": "+15550100999"})
         assert answer.status_code == 403
-    options = attacker.http.post(f"{provider.url}/interaction/{uid(choice)}/enroll/webauthn/options",
+    options = attacker.http.post(f"{provider.url}/interaction/{interaction_uid(choice)}/enroll/webauthn/options",
                                  data={"csrf_token": attacker.csrf(choice)}, timeout=15)
     assert options.status_code == 403
     assert authenticators(provider, person["sub"]) == [("totp", True)]  # nothing added, nothing pending
@@ -195,7 +192,7 @@ def test_a_factor_that_cannot_meet_the_level_is_no_reason_to_add_another(provide
     login = attacker.authorize(client_id="web", acr_values="phr")
     refused = attacker.login(login, person["username"])
     assert refused.status_code == 403 and "Set up" not in refused.text
-    answer = attacker.go(f"{provider.url}/interaction/{uid(login)}/enroll", "POST",
+    answer = attacker.go(f"{provider.url}/interaction/{interaction_uid(login)}/enroll", "POST",
                          {"csrf_token": attacker.csrf(login), "factor": "webauthn-key"})
     assert answer.status_code == 403
     assert authenticators(provider, person["sub"]) == [("totp", True)]
@@ -204,7 +201,7 @@ def test_a_factor_that_cannot_meet_the_level_is_no_reason_to_add_another(provide
 def test_enrollment_needs_a_first_factor_in_this_login(provider, person):
     agent = UserAgent(provider)
     page = agent.authorize(client_id="web", acr_values="mfa")
-    answer = agent.go(f"{provider.url}/interaction/{uid(page)}/enroll", "POST",
+    answer = agent.go(f"{provider.url}/interaction/{interaction_uid(page)}/enroll", "POST",
                       {"csrf_token": agent.csrf(page), "factor": "totp"})
     assert answer.status_code == 403
     assert not authenticators(provider, person["sub"])
@@ -225,7 +222,7 @@ def test_without_enrollment_the_login_says_what_is_missing(provider_default):
     page = agent.login(login, person["username"])
     assert page.status_code == 403 and "a verified phone number" in page.text
     assert "Set up a second way" not in page.text
-    answer = agent.go(f"{provider_default.url}/interaction/{uid(login)}/enroll", "POST",
+    answer = agent.go(f"{provider_default.url}/interaction/{interaction_uid(login)}/enroll", "POST",
                       {"csrf_token": agent.csrf(login), "factor": "totp"})
     assert answer.status_code == 403
 

@@ -8,7 +8,8 @@ import uuid
 import jwt
 import pytest
 
-from tests.conftest import post, BACKENDS, REDIRECT, UserAgent, callback_params, start_provider, token_request
+from tests.conftest import (post, BACKENDS, REDIRECT, UserAgent, callback_params, interaction_uid, start_provider,
+                            token_request)
 from tests.servers import email_code, sms_code
 
 
@@ -151,7 +152,7 @@ def test_a_level_with_max_age_falls_back_on_refresh(leveled, gateway_server):
 def test_skipping_the_second_step_by_calling_later_endpoints(provider, person):
     agent = UserAgent(provider)
     choice = agent.login(agent.authorize(client_id="web", acr_values="mfa"), person["username"])
-    uid = re.search(r'action="/interaction/([^/"]+)/', choice.text).group(1)
+    uid = interaction_uid(choice)
     resumed = agent.go(f"{provider.url}/oidc/auth/resume/{uid}")
     assert resumed.status_code == 200 and "One more step" in resumed.text  # no code
     forged = agent.go(f"{provider.url}/interaction/{uid}/verify", "POST",
@@ -169,7 +170,7 @@ def test_another_browser_cannot_continue_this_chain(provider, person):
     choice = victim.login(victim.authorize(client_id="web", acr_values="mfa"), person["username"])
     attacker = UserAgent(provider)
     own_page = attacker.authorize(client_id="web")  # a valid CSRF token of the attacker's own
-    uid = re.search(r'action="/interaction/([^/"]+)/', choice.text).group(1)
+    uid = interaction_uid(choice)
     stolen = attacker.go(f"{provider.url}/interaction/{uid}/start", "POST",
                          {"csrf_token": attacker.csrf(own_page), "factor": "sms"})
     assert stolen.status_code == 400 and "another browser" in stolen.text

@@ -12,8 +12,8 @@ import jwt
 import pyotp
 import pytest
 
-from tests.conftest import BACKENDS, PASSWORD, REDIRECT, UserAgent, callback_params, post, start_provider, \
-    token_request
+from tests.conftest import BACKENDS, PASSWORD, REDIRECT, UserAgent, callback_params, interaction_uid, post, \
+    start_provider, token_request
 from tests.servers import text_of
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -249,7 +249,7 @@ def test_a_user_with_totp_must_also_pass_it(provider, person, plain_smtp):
     assert offered == ["totp"]  # no email factor: the link already was the email
 
     # skipping the factor: neither the password page nor an email factor gets through
-    skipped = agent.go(f"{provider.url}/interaction/{uid(verify)}/reset/password", "POST",
+    skipped = agent.go(f"{provider.url}/interaction/{interaction_uid(verify)}/reset/password", "POST",
                        {"csrf_token": agent.csrf(verify), "password": NEW_PASSWORD, "repeat": NEW_PASSWORD})
     assert "Confirm it is you" in skipped.text
     refused = post(agent, verify, "start", {"factor": "email-otp"})
@@ -281,10 +281,6 @@ def test_without_the_second_factor_the_old_password_stays(provider, person, plai
     assert cancelled.status_code == 200 and 'name="password"' in cancelled.text
     assert signs_in(provider, person["username"], PASSWORD)
     assert not mails(plain_smtp, f"{person['username']}@example.com", "Your password was changed")
-
-
-def uid(page) -> str:
-    return re.search(r'action="/interaction/([^/"]+)/', page.text).group(1)
 
 
 # -- expiry and lockout -------------------------------------------------------------------------------
@@ -337,7 +333,7 @@ def test_the_reset_pages_are_off_when_disabled(tmp_path_factory, plain_smtp, gat
         agent = UserAgent(running)
         page = agent.authorize(client_id="web")
         assert "Forgot password?" not in page.text
-        assert agent.go(f"{running.url}/interaction/{uid(page)}/reset").status_code == 404
+        assert agent.go(f"{running.url}/interaction/{interaction_uid(page)}/reset").status_code == 404
         assert agent.go(f"{running.url}/password-reset/anything").status_code == 404
     finally:
         stop()
@@ -349,7 +345,7 @@ def test_two_submits_at_once_apply_the_password_once(provider, person, plain_smt
     agent = UserAgent(provider)
     ask_reset(agent, person["username"])
     page = follow(agent, reset_link(plain_smtp, address(person)))
-    url = f"{provider.url}/interaction/{uid(page)}/reset/password"
+    url = f"{provider.url}/interaction/{interaction_uid(page)}/reset/password"
     answers = []
 
     def submit(password):

@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,8 +51,6 @@ ARGON2 = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}  # OWASP, as t
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -62,50 +61,106 @@ def pkce() -> tuple[str, str]:
     return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-# -- a small keep-alive HTTP client (requests costs more client CPU than the server we measure)
+# -- a small keep-alive HTTP client ----------------------------------------------------------------
 
 class Http:
-    """One keep-alive connection with a cookie jar; redirects are followed by the caller."""
+    """One keep-alive HTTP/1.1 connection with a cookie jar; redirects are followed by the caller.
+
+    The load generator shares the servers' two cores, so what it spends per request is taken from
+    them: on a refresh, http.client (its headers parsed by the email package) cost 0.24-0.29 ms of
+    client CPU, pycurl 0.18-0.21, this 0.12-0.13, and both servers answered about 8% more at
+    concurrency 32 with it. It reads what the two servers send: a status line, headers, and a
+    Content-Length or chunked body."""
 
     def __init__(self, port: int):
         self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.cookies: dict[str, str] = {}
+        self._connect()
+
+    def _connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pending = b""  # received and not yet read
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while (end := self.pending.find(marker)) < 0:
+            self._receive()
+        found, self.pending = self.pending[:end], self.pending[end + len(marker):]
+        return found
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self.pending) < size:
+            self._receive()
+        found, self.pending = self.pending[:size], self.pending[size:]
+        return found
+
+    def _receive(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self.pending += chunk
 
     def request(self, method: str, target: str, form: dict | None = None, headers: dict | None = None):
         if target.startswith("http"):
             parts = urlsplit(target)
             target = parts.path + (f"?{parts.query}" if parts.query else "")
-        headers = dict(headers or {})
-        body = None
+        lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
+        body = urlencode(form).encode() if form is not None else b""
         if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            lines.append("Content-Type: application/x-www-form-urlencoded")
+        if method == "POST":
+            lines.append(f"Content-Length: {len(body)}")
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        message = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
         for attempt in (1, 2):
             try:
-                self.conn.request(method, target, body=body, headers=headers)
-                response = self.conn.getresponse()
-                data = response.read()
+                self.sock.sendall(message)
+                head = self._read_until(b"\r\n\r\n")
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.conn.close()  # the server closed an idle keep-alive connection: reconnect once
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            except (ConnectionResetError, BrokenPipeError):
+                self.sock.close()  # the server closed an idle keep-alive connection: reconnect once
+                self._connect()
                 if attempt == 2:
                     raise
-        for name, value in response.getheaders():
-            if name.lower() == "set-cookie":
-                pair = value.split(";", 1)[0]
-                key, _, val = pair.partition("=")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        received = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            received[name] = value
+            if name == "set-cookie":
+                key, _, val = value.split(";", 1)[0].partition("=")
                 if "max-age=0" in value.lower() or "expires=thu, 01 jan 1970" in value.lower():
                     self.cookies.pop(key.strip(), None)
                 else:
                     self.cookies[key.strip()] = val.strip()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+        status = int(status_line.split(" ", 2)[1])
+        if "content-length" in received:
+            data = self._read_exactly(int(received["content-length"]))
+        elif received.get("transfer-encoding", "").lower() == "chunked":
+            data = self._read_chunked()
+        elif status in (204, 304):
+            data = b""
+        else:
+            raise CellError(f"{method} {target}: {status} with neither Content-Length nor chunked encoding")
+        if received.get("connection", "").lower() == "close":
+            self.sock.close()
+            self._connect()
+        return status, received, data
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self._read_until(b"\r\n").split(b";", 1)[0], 16):
+            chunks.append(self._read_exactly(size))
+            self._read_exactly(2)
+        while self._read_until(b"\r\n"):  # trailers, then the empty line
+            pass
+        return b"".join(chunks)
 
     def close(self):
-        self.conn.close()
+        self.sock.close()
 
 
 class CellError(Exception):

@@ -75,13 +75,15 @@ def run(host, port):
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="threads per worker")
 @click.option("--hash-slots", type=click.IntRange(1, 256),
               help="argon2id hashes each worker computes at once  [default: the CPUs shared among the workers]")
-def serve(host, port, workers, threads, hash_slots):
+@click.option("--pin-workers/--no-pin-workers", default=True, show_default=True,
+              help="confine each worker to its share of the CPUs")
+def serve(host, port, workers, threads, hash_slots, pin_workers):
     """Serve in production shape: Granian, several workers, settings from provider.yaml and env."""
     from .oauth.keys import KeysNotReady
     from .serve import serve as run_server
 
     try:
-        run_server(host, port, workers, threads, hash_slots)
+        run_server(host, port, workers, threads, hash_slots, pin_workers)
     except (ConfigError, KeysNotReady) as exc:
         raise click.ClickException(str(exc)) from None
 

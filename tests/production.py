@@ -129,13 +129,15 @@ class Served:
                 self.process.wait(5)
 
 
-def serve(home: Home, port: int | None = None, workers: int = 2, until_healthy: bool = True, **env: str) -> Served:
-    """`oidc-provider serve` on the home's configuration; returns once /healthz answers (or, not
-    until_healthy, once its port takes connections: no request has reached the app)."""
+def serve(home: Home, port: int | None = None, workers: int = 2, until_healthy: bool = True,
+          options: tuple[str, ...] = (), **env: str) -> Served:
+    """`oidc-provider serve [options]` on the home's configuration; returns once /healthz answers
+    (or, not until_healthy, once its port takes connections: no request has reached the app)."""
     port = port or _free_port()
     log = home.path / f"serve-{port}.log"
     process = subprocess.Popen(
-        [str(OIDC_PROVIDER_SCRIPT), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        [str(OIDC_PROVIDER_SCRIPT), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+         *options],
         cwd=home.path, env=served_env(home, **env), stdin=subprocess.DEVNULL, stdout=log.open("ab"),
         stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -13,7 +13,7 @@ from granian.constants import Interfaces
 
 from oidc_provider.oauth.keys import KeyFolder, KeysNotReady
 from oidc_provider.observability import JsonFormatter, RequestIdFilter, granian_log_config
-from oidc_provider.serve import argon2_build, check_configuration, granian_server, metrics_folder
+from oidc_provider.serve import argon2_build, check_configuration, cpus_of_slot, granian_server, metrics_folder
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import run_cli
 
@@ -41,6 +41,15 @@ def test_granian_runs_the_app_factory_in_each_worker_over_wsgi():
     assert (server.bind_addr, server.bind_port) == ("127.0.0.1", 8123)
     assert server.workers == 3 and server.blocking_threads == 6
     assert server.respawn_failed_workers is True and server.log_access is False
+
+
+@pytest.mark.parametrize("slot, workers, cpus, share", [
+    (0, 2, [0, 1], {0}), (1, 2, [0, 1], {1}),  # one CPU each, the default (a worker per CPU)
+    (0, 2, [0, 1, 2, 3], {0, 2}), (1, 2, [0, 1, 2, 3], {1, 3}),  # fewer workers: CPUs shared out
+    (2, 3, [4, 5], {4}), (0, 1, [0, 1, 2], {0, 1, 2}),  # more workers than CPUs: in turn; one: all
+])
+def test_each_worker_slot_has_its_share_of_the_cpus(slot, workers, cpus, share):
+    assert cpus_of_slot(slot, workers, cpus) == share
 
 
 def test_granian_logs_in_the_app_format():

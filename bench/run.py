@@ -68,7 +68,7 @@ class Http:
 
     The load generator shares the servers' two cores, so what it spends per request is taken from
     them: on a refresh, http.client (its headers parsed by the email package) cost 0.24-0.29 ms of
-    client CPU, pycurl 0.18-0.21, this 0.12-0.13, and both servers answered about 8% more at
+    client CPU, pycurl 0.18-0.21, this 0.12-0.13, and both servers answered 8-10% more at
     concurrency 32 with it. It reads what the two servers send: a status line, headers, and a
     Content-Length or chunked body."""
 

@@ -54,7 +54,7 @@ def pin_worker(folder: Path, workers: int) -> set[int] | None:
 
     A worker runs its Python under one GIL: its request threads gain nothing from several cores
     and lose to the GIL and the interpreter's objects passing between the cores' caches (a
-    refresh cost 2-7% less CPU pinned, README: Where the time goes). The worker claims the first
+    refresh cost 1-7% less CPU pinned, README: Production). The worker claims the first
     slot whose lock file in `folder` no living worker holds; the kernel releases the lock when
     its worker exits, so a respawned worker takes its predecessor's CPUs. Threads started later
     (Granian's, the hashing threads) inherit the affinity."""

@@ -279,14 +279,16 @@ def write_clients(path: Path, key: bytes) -> dict[str, str]:
     return made
 
 
-def start_ours(workers: int, threads: int, users: int, work: Path) -> Target:
-    """Our provider: PostgreSQL + Redis + the production WSGI server (`oidc-provider serve`)."""
+def start_ours(workers: int, threads: int, users: int, work: Path, code: Path | None = None,
+               serve_options: tuple[str, ...] = ()) -> Target:
+    """Our provider: PostgreSQL + Redis + the production WSGI server (`oidc-provider serve`), from
+    this checkout or from the `code` of another one (bench/ab.py)."""
     import psycopg
 
     from oidc_provider.oauth.keys import KeyFolder, MasterSecret
     from bench.mailbox import start_mailbox
 
-    home = work / "ours"
+    home = work / ("ours" if code is None else f"ours-{code.name}")
     (home / "config").mkdir(parents=True)
     KeyFolder(home / "keys").generate()
     key = MasterSecret.load(home / "keys").derive("client-secret")
@@ -312,14 +314,17 @@ def start_ours(workers: int, threads: int, users: int, work: Path) -> Target:
     }
     (home / "config" / "provider.yaml").write_text(json.dumps(settings))
     env = {**os.environ, "OIDC_PROVIDER_HOME": str(home), "OIDC_PROVIDER_CONFIG": str(home / "config" / "provider.yaml")}
+    if code is not None:  # its oidc_provider package first on the path
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
     cli = str(Path(sys.executable).with_name("oidc-provider"))
     subprocess.run([cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     names = [f"bench-{i}" for i in range(users)]
     for number, name in enumerate(names):  # MFA over email needs a verified phone too (Transmit)
         subprocess.run([cli, "users", "add", name, "--email", f"{name}@example.com", "--email-verified",
                         "--phone", f"+1555{number:07d}", "--phone-verified", "--password-stdin"], env=env, input=PASSWORD, text=True, check=True, capture_output=True)
-    log = work / "ours.log"
-    process = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
+    log = home / "serve.log"
+    process = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--threads", str(threads),
+                                *serve_options],
                                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     target = Target("ours", port, process, OUR_PATHS,
                     {"cc": ("bench-cc", made["cc"]), "web": ("bench-web", made["web"]), "rs": ("bench-rs", made["rs"])},

@@ -70,8 +70,12 @@ def pin_worker(folder: Path, workers: int) -> set[int] | None:
             continue
         _slot_lock = lock
         cpus = cpus_of_slot(slot, workers, sorted(os.sched_getaffinity(0)))
-        for thread in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(thread), cpus)
+        try:
+            for thread in os.listdir("/proc/self/task"):
+                os.sched_setaffinity(int(thread), cpus)
+        except OSError as exc:  # no /proc, or a CPU set the host refuses: the worker runs unpinned
+            log.warning("worker %d runs unpinned: %s", os.getpid(), exc)
+            return None
         return cpus
     return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from granian.constants import Interfaces
 
 from oidc_provider.oauth.keys import KeyFolder, KeysNotReady
 from oidc_provider.observability import JsonFormatter, RequestIdFilter, granian_log_config
+from oidc_provider import serve
 from oidc_provider.serve import argon2_build, check_configuration, cpus_of_slot, granian_server, metrics_folder
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import run_cli
@@ -50,6 +52,18 @@ def test_granian_runs_the_app_factory_in_each_worker_over_wsgi():
 ])
 def test_each_worker_slot_has_its_share_of_the_cpus(slot, workers, cpus, share):
     assert cpus_of_slot(slot, workers, cpus) == share
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_a_worker_the_host_refuses_to_pin_runs_unpinned(tmp_path, monkeypatch, caplog):
+    def refuse(pid, cpus):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(serve, "_slot_lock", None)
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    with caplog.at_level(logging.WARNING, logger="oidc_provider.serve"):
+        assert serve.pin_worker(tmp_path, 2) is None
+    assert "runs unpinned: [Errno 1] Operation not permitted" in caplog.text
 
 
 def test_granian_logs_in_the_app_format():

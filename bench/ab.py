@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from oidc_provider.serve import DEFAULT_THREADS
 
 def checkout(revision: str, into: Path) -> Path:
     """The revision's files in a worktree of this repository (removed by `remove_checkout`)."""
-    path = into / "base"
+    path = into / "code"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), revision],
                    check=True, capture_output=True)
     return path
@@ -66,9 +67,9 @@ def main(argv=None) -> int:
     targets = {}
     failed = False
     try:
-        targets["base"] = start_ours(args.workers, args.threads, max(levels), work, base_code,
+        targets["base"] = start_ours(args.workers, args.threads, max(levels), work / "base", base_code,
                                      tuple(shlex.split(args.base_options)))
-        targets["change"] = start_ours(args.workers, args.threads, max(levels), work, None,
+        targets["change"] = start_ours(args.workers, args.threads, max(levels), work / "change", None,
                                        tuple(shlex.split(args.options)))
         print(f"machine: {machine()}; base {args.base or 'this checkout'} {args.base_options}, "
               f"change: this checkout {args.options}; {args.rounds} rounds of {args.duration:.0f} s cells")
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
             target.stop()
         if base_code:
             remove_checkout(base_code)
+        shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
 
 

@@ -288,7 +288,7 @@ def start_ours(workers: int, threads: int, users: int, work: Path, code: Path | 
     from oidc_provider.oauth.keys import KeyFolder, MasterSecret
     from bench.mailbox import start_mailbox
 
-    home = work / ("ours" if code is None else f"ours-{code.name}")
+    home = work / "ours"
     (home / "config").mkdir(parents=True)
     KeyFolder(home / "keys").generate()
     key = MasterSecret.load(home / "keys").derive("client-secret")

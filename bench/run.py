@@ -105,8 +105,9 @@ class Http:
             parts = urlsplit(target)
             target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
-        body = urlencode(form).encode() if form is not None else b""
+        body = b""
         if form is not None:
+            body = urlencode(form).encode()
             lines.append("Content-Type: application/x-www-form-urlencoded")
         if method == "POST":
             lines.append(f"Content-Length: {len(body)}")

@@ -34,8 +34,8 @@ def app_factory():
     without waiting for a request to reach it."""
     from . import create_app
 
-    pinned = pin_worker(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), int(os.environ[PIN_WORKERS])) \
-        if os.environ.get(PIN_WORKERS) else None
+    workers = os.environ.get(PIN_WORKERS)
+    pinned = pin_worker(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), int(workers)) if workers else None
     app = create_app()
     if pinned:
         log.info("worker %d runs on CPUs %s", os.getpid(), sorted(pinned), extra={"cpus": sorted(pinned)})

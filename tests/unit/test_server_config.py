@@ -14,8 +14,8 @@ from granian.constants import Interfaces
 
 from oidc_provider.oauth.keys import KeyFolder, KeysNotReady
 from oidc_provider.observability import JsonFormatter, RequestIdFilter, granian_log_config
-from oidc_provider import serve
-from oidc_provider.serve import argon2_build, check_configuration, cpus_of_slot, granian_server, metrics_folder
+from oidc_provider.serve import (argon2_build, check_configuration, cpus_of_slot, granian_server, metrics_folder,
+                                 pin_worker)
 from oidc_provider.settings import ConfigError, load_settings
 from tests.conftest import run_cli
 
@@ -59,10 +59,10 @@ def test_a_worker_the_host_refuses_to_pin_runs_unpinned(tmp_path, monkeypatch, c
     def refuse(pid, cpus):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(serve, "_slot_lock", None)
+    monkeypatch.setattr("oidc_provider.serve._slot_lock", None)
     monkeypatch.setattr(os, "sched_setaffinity", refuse)
     with caplog.at_level(logging.WARNING, logger="oidc_provider.serve"):
-        assert serve.pin_worker(tmp_path, 2) is None
+        assert pin_worker(tmp_path, 2) is None
     assert "runs unpinned: [Errno 1] Operation not permitted" in caplog.text
 
 
